@@ -1,0 +1,108 @@
+"""The pipeline: store changes → debounce → translate → publish a snapshot.
+
+Debounce has a leading edge: an edit after a quiet period is translated at once; under churn,
+changes are coalesced for ``debounce`` seconds after the last one, never longer than
+``max_delay`` after the first. A translation that raises (a bug, never user input) publishes
+nothing: Envoy keeps the last good config, the error is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from controlplane.metrics import Metrics
+from controlplane.store import ResourceStore
+from controlplane.xds.cache import Snapshot, SnapshotCache, make_snapshot
+from translators.envoy import build_resources
+from translators.errors import Diagnostic
+from translators.ir import IR
+from translators.options import Options
+from translators.translate import translate_world
+from translators.world import build_world
+
+log = logging.getLogger("switchman.pipeline")
+
+
+@dataclass(slots=True)
+class Pipeline:
+    store: ResourceStore
+    cache: SnapshotCache
+    options: Options
+    metrics: Metrics
+    debounce: float = 0.02
+    max_delay: float = 0.5
+    ir: IR | None = None
+    diagnostics: tuple[Diagnostic, ...] = ()
+    published: asyncio.Event = field(default_factory=asyncio.Event)
+    _reported: frozenset[Diagnostic] = frozenset()
+    _last_run: float = 0.0
+
+    def translate(self) -> Snapshot | None:
+        """One full translation of the store. None on an internal error."""
+        started = time.perf_counter()
+        try:
+            world, world_diags = build_world(self.store.objects())
+            result = translate_world(world, self.options)
+            resources = build_resources(result.ir)
+            snapshot = make_snapshot(resources, self.cache.snapshot)
+        except Exception:
+            self.metrics.translations.labels(result="error").inc()
+            log.exception("internal error during translation; the last good snapshot keeps serving")
+            return None
+        self.metrics.translations.labels(result="ok").inc()
+        self.metrics.translation_seconds.observe(time.perf_counter() - started)
+        self.ir = result.ir
+        diags = tuple(sorted({*self.store.diagnostics(), *world_diags, *result.diagnostics}))
+        self._report(diags)
+        return snapshot
+
+    def _report(self, diags: tuple[Diagnostic, ...]) -> None:
+        self.diagnostics = diags
+        current = frozenset(diags)
+        for d in diags:
+            if d not in self._reported:
+                (log.error if d.severity == "error" else log.warning)("%s", d)
+        for d in self._reported - current:
+            log.info("resolved: %s", d)
+        self._reported = current
+        self.metrics.diagnostics.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for d in diags:
+            counts[(d.reason, d.severity)] = counts.get((d.reason, d.severity), 0) + 1
+        for (reason, severity), n in counts.items():
+            self.metrics.diagnostics.labels(reason=reason, severity=severity).set(n)
+
+    async def publish_once(self) -> bool:
+        if not self.store.synced:
+            return False  # never publish before the first full sync of every source
+        snapshot = self.translate()
+        self._last_run = time.monotonic()
+        if snapshot is None:
+            return False
+        if await self.cache.set_snapshot(snapshot):
+            self.metrics.snapshots.inc()
+            log.info("published snapshot %s", snapshot.version)
+        self.published.set()
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            waiter = asyncio.create_task(self.store.wait_changed())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                return
+            first = time.monotonic()
+            if first - self._last_run < self.debounce:
+                # Busy: coalesce until quiet for `debounce`, at most `max_delay` in all.
+                while time.monotonic() - first < self.max_delay:
+                    try:
+                        await asyncio.wait_for(self.store.wait_changed(), timeout=self.debounce)
+                    except TimeoutError:
+                        break
+            await self.publish_once()

@@ -1,0 +1,228 @@
+"""FileSource: a directory (recursive) of multi-document YAML or JSON files, watched.
+
+- Every ``*.yaml``, ``*.yml`` and ``*.json`` below the directory is read; hidden files and
+  directories (``.git``, the ``..data`` of a ConfigMap mount) are not walked, but symlinks to
+  them are followed, so a ConfigMap volume works.
+- A file that stops parsing keeps its last good objects serving; the error names the file and
+  line. An object that stops validating keeps its last good version the same way.
+- Deleting a file removes its objects.
+- ``kind: List`` documents are expanded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+import yaml
+
+from controlplane.store import ResourceStore
+from translators.errors import Diagnostic, SourceRef
+from translators.models import Resource, load_object
+
+log = logging.getLogger("switchman.sources.files")
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Identity = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+
+
+@dataclass(slots=True)
+class FileState:
+    signature: tuple[int, int, int]
+    objects: dict[Identity, tuple[Resource, SourceRef]] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def _identity(doc: object) -> Identity | None:
+    if not isinstance(doc, dict):
+        return None
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    return (
+        str(doc.get("apiVersion", "")),
+        str(doc.get("kind", "")),
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name", "")),
+    )
+
+
+def parse_documents(text: str, display: str) -> list[tuple[int, object]]:
+    """(line, document) pairs. Raises ``DocumentError`` with the line of the problem."""
+    if display.endswith(".json"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(exc.lineno, exc.msg) from exc
+        return _expand_lists([(1, doc)])
+    loader = _Loader(text)
+    docs: list[tuple[int, object]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            docs.append((node.start_mark.line + 1, loader.construct_document(node)))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
+        raise DocumentError(line, problem) from exc
+    except yaml.YAMLError as exc:
+        raise DocumentError(0, str(exc)) from exc
+    finally:
+        loader.dispose()
+    return _expand_lists([(line, d) for line, d in docs if d is not None])
+
+
+def _expand_lists(docs: list[tuple[int, object]]) -> list[tuple[int, object]]:
+    out: list[tuple[int, object]] = []
+    for line, doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend((line, item) for item in doc["items"])
+        else:
+            out.append((line, doc))
+    return out
+
+
+class DocumentError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class FileSource:
+    name = "files"
+
+    def __init__(self, directory: Path, store: ResourceStore, *, debounce_ms: int = 20) -> None:
+        self.directory = directory
+        self.store = store
+        self.debounce_ms = debounce_ms
+        self.files: dict[Path, FileState] = {}
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _walk(self) -> Iterator[Path]:
+        for root, dirs, files in os.walk(self.directory, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                if not f.startswith(".") and f.endswith(_SUFFIXES):
+                    yield Path(root) / f
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.directory))
+        except ValueError:
+            return str(path)
+
+    def _load_file(self, path: Path, signature: tuple[int, int, int]) -> None:
+        display = self._display(path)
+        previous = self.files.get(path)
+        state = FileState(signature=signature)
+        try:
+            text = path.read_text(encoding="utf-8")
+            docs = parse_documents(text, display)
+        except (OSError, UnicodeDecodeError) as exc:
+            docs, err = None, DocumentError(0, f"cannot read: {exc}")
+        except DocumentError as exc:
+            docs, err = None, exc
+        if docs is None:
+            kept = previous.objects if previous else {}
+            suffix = f"; its last good objects ({len(kept)}) keep serving" if kept else ""
+            state.objects = dict(kept)
+            state.diagnostics = [
+                Diagnostic(
+                    source=SourceRef(file=display, line=err.line),
+                    field="",
+                    reason="InvalidYAML" if not display.endswith(".json") else "InvalidJSON",
+                    message=f"{err.message}{suffix}",
+                )
+            ]
+            log.error("%s:%d: %s%s", display, err.line, err.message, suffix)
+            self.files[path] = state
+            return
+        for line, doc in docs:
+            obj, ref, diags = load_object(doc, file=display, line=line)
+            identity = _identity(doc)
+            if obj is not None and identity is not None:
+                state.objects[identity] = (obj, ref)
+            elif diags and identity is not None and previous and identity in previous.objects:
+                state.objects[identity] = previous.objects[identity]
+                diags = [
+                    Diagnostic(
+                        source=d.source,
+                        field=d.field,
+                        reason=d.reason,
+                        message=f"{d.message}; the last good version keeps serving",
+                        severity=d.severity,
+                    )
+                    for d in diags
+                ]
+            state.diagnostics.extend(diags)
+        self.files[path] = state
+
+    def scan(self, touched: frozenset[Path] = frozenset()) -> bool:
+        """Bring the file table up to date with the directory. True if anything changed.
+
+        ``touched`` are paths the watcher reported: re-read even if their stat looks unchanged
+        (two same-size writes within one timestamp tick).
+        """
+        seen: set[Path] = set()
+        changed = False
+        for path in self._walk():
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            seen.add(path)
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+            current = self.files.get(path)
+            if current is None or current.signature != signature or path in touched:
+                self._load_file(path, signature)
+                changed = True
+        for path in set(self.files) - seen:
+            del self.files[path]
+            changed = True
+        return changed
+
+    def publish(self) -> None:
+        objects = [o for p in sorted(self.files) for o in self.files[p].objects.values()]
+        diags = [d for p in sorted(self.files) for d in self.files[p].diagnostics]
+        if not self.directory.is_dir():
+            diags.append(
+                Diagnostic(
+                    source=SourceRef(file=str(self.directory)),
+                    field="",
+                    reason="ConfigDirMissing",
+                    message="the configuration directory does not exist",
+                )
+            )
+        self.store.replace(self.name, objects, diags)
+
+    # -- watching ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Initial full sync, then apply changes until ``stop`` is set."""
+        self.scan()
+        self.publish()
+        async for changes in watchfiles.awatch(
+            self.directory,
+            stop_event=stop,
+            debounce=self.debounce_ms,
+            step=10,
+            recursive=True,
+            watch_filter=None,
+            force_polling=os.environ.get("SWITCHMAN_FORCE_POLLING") == "1",
+            poll_delay_ms=100,
+        ):
+            if self.scan(frozenset(Path(p) for _, p in changes)):
+                self.publish()

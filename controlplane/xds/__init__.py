@@ -1,0 +1,1 @@
+"""The xDS cache and server: serves snapshots, never builds them."""

@@ -1,0 +1,120 @@
+"""RouteConfiguration (RDS) for one entry point.
+
+Layout: one ``*`` virtual host holding every route of the entry point in the front end's order
+(highest priority first). Traefik's first-match order holds across hosts (a host-less rule of
+higher priority beats a rule with a host), so host conditions are ``:authority`` matchers inside
+the one virtual host rather than separate virtual hosts.
+
+Request headers Traefik sets and applications rely on are added here, overwriting what the client
+sent (Traefik trusts no forwarded headers by default): X-Forwarded-For, X-Real-Ip,
+X-Forwarded-Host, X-Forwarded-Port, X-Forwarded-Server. Envoy itself sets X-Forwarded-Proto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import base_pb2 as base_v3
+from envoy.config.route.v3 import route_components_pb2 as route_v3
+from envoy.config.route.v3 import route_pb2 as rds_v3
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import wrappers_pb2
+
+from translators.envoy.common import duration
+from translators.ir import DirectResponse, Forward, HeaderMatch, Match, QueryMatch, Route
+
+_FORWARDED_HEADERS = (
+    ("x-forwarded-for", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ("x-real-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
+    ("x-forwarded-port", "%DOWNSTREAM_LOCAL_PORT%"),
+    ("x-forwarded-server", "%HOSTNAME%"),
+)
+
+
+def _regex(pattern: str) -> regex_pb2.RegexMatcher:
+    return regex_pb2.RegexMatcher(regex=pattern)
+
+
+def _string_match(kind: str, value: str) -> string_pb2.StringMatcher:
+    if kind == "exact":
+        return string_pb2.StringMatcher(exact=value)
+    if kind == "prefix":
+        return string_pb2.StringMatcher(prefix=value)
+    return string_pb2.StringMatcher(safe_regex=_regex(value))
+
+
+def _header(h: HeaderMatch) -> route_v3.HeaderMatcher:
+    if h.kind == "present":
+        return route_v3.HeaderMatcher(name=h.name, present_match=True, invert_match=h.invert)
+    return route_v3.HeaderMatcher(
+        name=h.name, string_match=_string_match(h.kind, h.value), invert_match=h.invert
+    )
+
+
+def _query(q: QueryMatch) -> route_v3.QueryParameterMatcher:
+    if q.kind == "present":
+        return route_v3.QueryParameterMatcher(name=q.name, present_match=True)
+    return route_v3.QueryParameterMatcher(name=q.name, string_match=_string_match(q.kind, q.value))
+
+
+def build_match(m: Match) -> route_v3.RouteMatch:
+    out = route_v3.RouteMatch(
+        headers=[_header(h) for h in m.headers],
+        query_parameters=[_query(q) for q in m.query],
+    )
+    if m.path.kind == "exact":
+        out.path = m.path.value
+    elif m.path.kind == "prefix":
+        out.prefix = m.path.value
+    else:
+        out.safe_regex.CopyFrom(_regex(m.path.value))
+    return out
+
+
+def build_route(route: Route) -> route_v3.Route:
+    out = route_v3.Route(name=route.name, match=build_match(route.match))
+    action = route.action
+    if isinstance(action, DirectResponse):
+        out.direct_response.status = action.status
+        if action.body:
+            out.direct_response.body.inline_string = action.body
+        return out
+    assert isinstance(action, Forward)  # the IR's Action union has two members
+    ra = out.route
+    if len(action.backends) == 1:
+        ra.cluster = action.backends[0].cluster
+    else:
+        ra.weighted_clusters.CopyFrom(
+            route_v3.WeightedCluster(
+                clusters=[
+                    route_v3.WeightedCluster.ClusterWeight(
+                        name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight)
+                    )
+                    for b in action.backends
+                ]
+            )
+        )
+    # Traefik has no route timeout; Envoy's default is 15 s.
+    ra.timeout.CopyFrom(duration(0))
+    if not action.pass_host_header:
+        ra.auto_host_rewrite.value = True
+    return out
+
+
+def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.RouteConfiguration:
+    vhost = route_v3.VirtualHost(
+        name="all",
+        domains=["*"],
+        routes=[build_route(r) for r in routes],
+        request_headers_to_add=[
+            base_v3.HeaderValueOption(
+                header=base_v3.HeaderValue(key=key, value=value),
+                append_action=base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for key, value in _FORWARDED_HEADERS
+        ],
+    )
+    return rds_v3.RouteConfiguration(
+        name=name, virtual_hosts=[vhost], validate_clusters=wrappers_pb2.BoolValue(value=False)
+    )

@@ -1,0 +1,128 @@
+"""The intermediate representation between Kubernetes objects and Envoy protos.
+
+Frozen, slotted, keyword-only dataclasses with tuples, never lists: an IR value is hashable,
+comparable and safe to share between the pipeline and the server. Every node that came from a user
+object carries a ``SourceRef`` so diagnostics and ``/debug`` can point back at it. The front end
+sorts once, at the end; the back end maps the IR to protos in the order it finds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from translators.errors import Diagnostic, SourceRef
+
+Scheme = Literal["http", "https", "h2c"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryPoint:
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    address: str
+    port: int
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    """One Kubernetes Service port, as an EDS cluster (``ns/svc/port``)."""
+
+    name: str
+    service: str
+    port: int
+    scheme: Scheme
+    endpoints: tuple[Endpoint, ...]
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedBackend:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forward:
+    backends: tuple[WeightedBackend, ...]
+    pass_host_header: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+Action = Forward | DirectResponse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathMatch:
+    kind: Literal["exact", "prefix", "regex"]
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    name: str
+    kind: Literal["exact", "prefix", "regex", "present"]
+    value: str = ""
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryMatch:
+    name: str
+    kind: Literal["exact", "regex", "present"]
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    """An AND of conditions: what one Envoy RouteMatch can express."""
+
+    path: PathMatch = PathMatch(kind="prefix", value="")
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[QueryMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """One Envoy route: one disjunct of one Traefik router's rule."""
+
+    name: str
+    router: str
+    entrypoint: str
+    match: Match
+    action: Action
+    priority: int
+    source: SourceRef
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    name: str
+    address: str
+    port: int
+    route_config: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IR:
+    listeners: tuple[Listener, ...] = ()
+    routes: tuple[Route, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Translation:
+    ir: IR
+    diagnostics: tuple[Diagnostic, ...] = field(default=())

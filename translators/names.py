@@ -1,0 +1,40 @@
+"""The only place Envoy resource names are made.
+
+Names are deterministic, ``/``-separated and derived from source identity, so they double as
+de-duplication keys and stay stable across restarts. Long names are capped with a hash suffix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MAX_NAME = 200
+
+
+def _cap(name: str) -> str:
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: MAX_NAME - 13]}~{digest}"
+
+
+def cluster_name(namespace: str, service: str, port: int) -> str:
+    return _cap(f"{namespace}/{service}/{port}")
+
+
+def listener_name(entrypoint: str) -> str:
+    return _cap(entrypoint)
+
+
+def route_config_name(entrypoint: str) -> str:
+    return _cap(entrypoint)
+
+
+def router_name(namespace: str, ingressroute: str, match: str) -> str:
+    """Traefik's router key: ``<ns>-<name>-<first 10 hex of sha256(match)>``."""
+    digest = hashlib.sha256(match.encode()).hexdigest()[:10]
+    return f"{namespace}-{ingressroute}-{digest}"
+
+
+def route_name(router: str, index: int, disjunct: int) -> str:
+    return _cap(f"{router}/{index}/{disjunct}")

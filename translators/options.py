@@ -1,0 +1,22 @@
+"""Translation options: Traefik's provider and core settings that change semantics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from translators.ir import EntryPoint
+from translators.rules import Syntax
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    entrypoints: tuple[EntryPoint, ...] = (
+        EntryPoint(name="web", address="0.0.0.0", port=8000),
+        EntryPoint(name="websecure", address="0.0.0.0", port=8443),
+    )
+    default_rule_syntax: Syntax = "v3"
+    allow_cross_namespace: bool = False
+    allow_empty_services: bool = False
+    allow_external_name_services: bool = False
+    # A rule whose DNF has more alternatives than this is refused (it would explode the table).
+    max_rule_alternatives: int = 64

@@ -1,0 +1,304 @@
+"""Service references → EDS clusters, and TraefikService trees → flat weighted backends.
+
+Resolution follows Traefik's CRD provider (``pkg/provider/kubernetes/crd/kubernetes_http.go``):
+- ``port`` matches a Service port by number or by name; the pod port is taken from the
+  EndpointSlice port *with the same name*.
+- An endpoint counts unless ``conditions.serving`` is false; serving-but-terminating endpoints are
+  kept as draining (Traefik "fences" them); addresses are de-duplicated across slices.
+- Weights: absent is 1, an explicit weight ≤ 0 removes the child, nested TraefikService weights
+  multiply out exactly (fractions, then the least common multiple), all children ≤ 0 → 503.
+- Any error in a backend tree drops the whole route, as one child error does in Traefik.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from translators import names
+from translators.errors import Diagnostic, SourceRef
+from translators.ir import Cluster, Endpoint, Scheme, WeightedBackend
+from translators.models import LoadBalancerSpec, Service, ServicePort
+from translators.options import Options
+from translators.world import World
+
+MAX_DEPTH = 32
+_UINT32_MAX = 2**32 - 1
+
+
+class BackendError(Exception):
+    """A broken reference in a backend tree; carries the diagnostic that explains it."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+@dataclass(slots=True)
+class Backends:
+    """The flat result for one route: clusters with exact shares, and how Host is passed."""
+
+    shares: list[tuple[str, Fraction]] = field(default_factory=list)
+    pass_host_header: set[bool] = field(default_factory=set)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ServiceResolver:
+    world: World
+    options: Options
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+
+    def _fail(self, ref: SourceRef, path: str, reason: str, message: str) -> BackendError:
+        return BackendError(Diagnostic(source=ref, field=path, reason=reason, message=message))
+
+    def _warn(self, out: Backends, ref: SourceRef, path: str, message: str) -> None:
+        out.warnings.append(
+            Diagnostic(source=ref, field=path, reason="Unsupported", message=message, severity="warning")
+        )
+
+    def resolve(
+        self, specs: list[LoadBalancerSpec], namespace: str, ref: SourceRef, path: str
+    ) -> Backends:
+        """A route's ``services``: several make an implicit weighted round robin."""
+        out = Backends()
+        if len(specs) == 1:
+            # Traefik builds a single service directly: its weight plays no part.
+            self._resolve_one(specs[0], namespace, ref, f"{path}[0]", Fraction(1), out, ())
+        else:
+            self._weighted(specs, namespace, ref, path, Fraction(1), out, ())
+        return out
+
+    def _weighted(
+        self,
+        specs: list[LoadBalancerSpec],
+        namespace: str,
+        ref: SourceRef,
+        path: str,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        weights = [1 if s.weight is None else s.weight for s in specs]
+        total = sum(w for w in weights if w > 0)
+        if total == 0:
+            return  # every child removed: the caller turns an empty result into a 503
+        for i, (spec, weight) in enumerate(zip(specs, weights, strict=True)):
+            if weight <= 0:
+                continue
+            self._resolve_one(
+                spec, namespace, ref, f"{path}[{i}]", share * Fraction(weight, total), out, stack
+            )
+
+    def _resolve_one(
+        self,
+        spec: LoadBalancerSpec,
+        namespace: str,
+        ref: SourceRef,
+        path: str,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        ns = spec.namespace or namespace
+        if ns != namespace and not self.options.allow_cross_namespace:
+            raise self._fail(
+                ref,
+                f"{path}.namespace",
+                "CrossNamespaceRefused",
+                f"reference to {spec.kind or 'Service'} {ns}/{spec.name} from namespace "
+                f"{namespace} is refused (enable --allow-cross-namespace)",
+            )
+        if "@" in spec.name:
+            raise self._fail(
+                ref,
+                f"{path}.name",
+                "Unsupported",
+                f"cross-provider reference {spec.name!r}: Switchman has one provider",
+            )
+        if spec.kind == "TraefikService":
+            self._traefikservice(spec, ns, ref, path, share, out, stack)
+            return
+        cluster = self._cluster(spec, ns, ref, path, out)
+        out.shares.append((cluster.name, share))
+        out.pass_host_header.add(True if spec.pass_host_header is None else spec.pass_host_header)
+
+    def _traefikservice(
+        self,
+        spec: LoadBalancerSpec,
+        ns: str,
+        ref: SourceRef,
+        path: str,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        key = (ns, spec.name)
+        if key in stack:
+            cycle = " → ".join(f"{n}/{s}" for n, s in (*stack, key))
+            raise self._fail(ref, f"{path}.name", "CyclicReference", f"TraefikService cycle: {cycle}")
+        if len(stack) >= MAX_DEPTH:
+            raise self._fail(ref, f"{path}.name", "TooDeep", f"TraefikService nesting over {MAX_DEPTH}")
+        entry = self.world.traefikservices.get(key)
+        if entry is None:
+            raise self._fail(
+                ref, f"{path}.name", "ServiceNotFound", f"TraefikService {ns}/{spec.name} not found"
+            )
+        ts_spec = entry.obj.spec
+        for kind in ("mirroring", "highest_random_weight", "failover"):
+            if getattr(ts_spec, kind) is not None:
+                raise self._fail(
+                    entry.ref,
+                    f"spec.{_camel(kind)}",
+                    "Unsupported",
+                    f"TraefikService {_camel(kind)} is not translated yet; routes using "
+                    f"{ns}/{spec.name} are not served",
+                )
+        if ts_spec.weighted is None:
+            raise self._fail(
+                entry.ref, "spec", "InvalidObject", "TraefikService has no weighted, mirroring, "
+                "highestRandomWeight or failover"
+            )
+        if ts_spec.weighted.sticky is not None:
+            self._warn(out, entry.ref, "spec.weighted.sticky", "sticky sessions are not translated yet")
+        self._weighted(
+            ts_spec.weighted.services,
+            ns,
+            entry.ref,
+            "spec.weighted.services",
+            share,
+            out,
+            (*stack, key),
+        )
+
+    def _cluster(
+        self, spec: LoadBalancerSpec, ns: str, ref: SourceRef, path: str, out: Backends
+    ) -> Cluster:
+        entry = self.world.services.get((ns, spec.name))
+        if entry is None:
+            raise self._fail(ref, f"{path}.name", "ServiceNotFound", f"Service {ns}/{spec.name} not found")
+        svc = entry.obj
+        if spec.port is None:
+            raise self._fail(ref, f"{path}.port", "PortNotFound", "port is required for a Service")
+        svc_port = _service_port(svc, spec.port)
+        if svc_port is None:
+            raise self._fail(
+                ref,
+                f"{path}.port",
+                "PortNotFound",
+                f"Service {ns}/{spec.name} has no port {spec.port!r}",
+            )
+        for fld in ("sticky", "health_check", "passive_health_check", "servers_transport", "node_port_lb"):
+            if getattr(spec, fld) is not None:
+                self._warn(out, ref, f"{path}.{_camel(fld)}", f"{_camel(fld)} is not translated yet; ignored")
+        if spec.strategy not in (None, "wrr", "RoundRobin"):
+            self._warn(out, ref, f"{path}.strategy", f"strategy {spec.strategy!r} is not translated yet; round robin is used")
+        scheme = _scheme(spec.scheme, svc_port)
+        if scheme is None:
+            raise self._fail(
+                ref, f"{path}.scheme", "InvalidScheme", f"scheme {spec.scheme!r} is not http, https or h2c"
+            )
+        if svc.spec.type == "ExternalName":
+            raise self._fail(
+                ref,
+                f"{path}.name",
+                "Unsupported" if self.options.allow_external_name_services else "ExternalNameRefused",
+                f"Service {ns}/{spec.name} is an ExternalName service, which "
+                + (
+                    "is not translated yet"
+                    if self.options.allow_external_name_services
+                    else "is refused (allowExternalNameServices is off)"
+                ),
+            )
+        if spec.native_lb:
+            if not svc.spec.cluster_ip or svc.spec.cluster_ip == "None":
+                raise self._fail(
+                    ref, f"{path}.nativeLB", "InvalidService",
+                    f"nativeLB needs a ClusterIP, and Service {ns}/{spec.name} is headless",
+                )
+            endpoints: tuple[Endpoint, ...] = (Endpoint(address=svc.spec.cluster_ip, port=svc_port.port),)
+            name = names.cluster_name(ns, spec.name, svc_port.port) + "/native"
+        else:
+            endpoints = self._endpoints(ns, spec.name, svc_port)
+            name = names.cluster_name(ns, spec.name, svc_port.port)
+        if scheme != "http":
+            name += f"/{scheme}"
+        if not endpoints and not self.options.allow_empty_services:
+            raise self._fail(
+                ref,
+                f"{path}.name",
+                "EmptyService",
+                f"Service {ns}/{spec.name} port {spec.port} has no serving endpoints; "
+                "the route is not served (allowEmptyServices is off)",
+            )
+        cluster = Cluster(
+            name=name,
+            service=f"{ns}/{spec.name}",
+            port=svc_port.port,
+            scheme=scheme,
+            endpoints=endpoints,
+            source=entry.ref,
+        )
+        self.clusters[name] = cluster
+        return cluster
+
+    def _endpoints(self, ns: str, svc: str, port: ServicePort) -> tuple[Endpoint, ...]:
+        seen: dict[tuple[str, int], Endpoint] = {}
+        for entry in self.world.endpointslices.get((ns, svc), ()):
+            sl = entry.obj
+            target = next(
+                (p.port for p in sl.ports or () if (p.name or "") == port.name and p.port),
+                None,
+            )
+            if target is None:
+                continue
+            for ep in sl.endpoints or ():
+                if ep.conditions.serving is False:
+                    continue
+                draining = bool(ep.conditions.terminating)
+                for addr in ep.addresses:
+                    key = (addr, target)
+                    prev = seen.get(key)
+                    if prev is None or (prev.draining and not draining):
+                        seen[key] = Endpoint(address=addr, port=target, draining=draining)
+        return tuple(seen[k] for k in sorted(seen))
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.upper() if p in ("lb",) else p.title() for p in rest)
+
+
+def _service_port(svc: Service, port: int | str) -> ServicePort | None:
+    for p in svc.spec.ports:
+        if isinstance(port, int) and p.port == port:
+            return p
+        if isinstance(port, str) and (p.name == port or str(p.port) == port):
+            return p
+    return None
+
+
+def _scheme(scheme: str | None, port: ServicePort) -> Scheme | None:
+    if scheme is None:
+        return "https" if port.port == 443 or port.name.startswith("https") else "http"
+    if scheme in ("http", "https", "h2c"):
+        return scheme  # type: ignore[return-value]
+    return None
+
+
+def integer_weights(shares: list[tuple[str, Fraction]]) -> tuple[WeightedBackend, ...]:
+    """Exact fractions → the smallest integer weights with the same ratios, merged by cluster."""
+    merged: dict[str, Fraction] = {}
+    for cluster, share in shares:
+        merged[cluster] = merged.get(cluster, Fraction(0)) + share
+    if not merged:
+        return ()
+    lcm = math.lcm(*(f.denominator for f in merged.values()))
+    ints = {c: int(f * lcm) for c, f in merged.items()}
+    gcd = math.gcd(*ints.values())
+    ints = {c: w // gcd for c, w in ints.items()}
+    if sum(ints.values()) > _UINT32_MAX:
+        # Astronomically deep nesting: keep ratios to one part in a million instead.
+        ints = {c: max(1, round(f * 1_000_000)) for c, f in merged.items()}
+    return tuple(WeightedBackend(cluster=c, weight=w) for c, w in sorted(ints.items()))
