@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 from aiohttp import web
-from translators.envoy.common import to_dict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane.metrics import Metrics
 from controlplane.pipeline import Pipeline
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.server import AggregatedDiscoveryService
+from translators.envoy.common import to_dict
 
 
 def snapshot_json(cache: SnapshotCache) -> dict[str, Any]:
@@ -24,10 +24,7 @@ def snapshot_json(cache: SnapshotCache) -> dict[str, Any]:
         "resources": {
             type_url.rsplit(".", 1)[-1]: {
                 "version": ts.version,
-                "items": [
-                    to_dict(p.message)
-                    for p in ts.resources.values()
-                ],
+                "items": [to_dict(p.message) for p in ts.resources.values()],
             }
             for type_url, ts in snap.types.items()
         },
@@ -50,7 +47,9 @@ def make_app(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def dump(obj: object) -> web.Response:
-        return web.Response(text=json.dumps(obj, indent=2, sort_keys=True), content_type="application/json")
+        return web.Response(
+            text=json.dumps(obj, indent=2, sort_keys=True), content_type="application/json"
+        )
 
     async def config(_: web.Request) -> web.Response:
         return dump(snapshot_json(cache))

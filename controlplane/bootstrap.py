@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from typing import Any
 
@@ -106,7 +107,7 @@ def build_bootstrap(
         },
     }
     # Fails loudly on a field Envoy would not know.
-    json_format.ParseDict(config, bootstrap_v3.Bootstrap())
+    json_format.ParseDict(copy.deepcopy(config), bootstrap_v3.Bootstrap())
     return config
 
 

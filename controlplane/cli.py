@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from translators.envoy.common import to_dict
 
 from controlplane.bootstrap import build_bootstrap, render_bootstrap
 from controlplane.logs import configure_logging
@@ -19,6 +17,7 @@ from controlplane.settings import ServeSettings, parse_entrypoint, parse_hostpor
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
+from translators.envoy.common import to_dict
 from translators.ir import EntryPoint
 from translators.options import Options
 from translators.translate import translate_world
@@ -58,25 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchman", description="An Envoy xDS control plane that speaks Traefik."
     )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     parser.add_argument("--log-json", action="store_true", help="structured JSON logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="watch a directory and serve it to Envoy over ADS")
     serve.add_argument("--config-dir", type=Path, required=True)
-    serve.add_argument("--xds-address", type=parse_hostport, default=("0.0.0.0", 18000), metavar="HOST:PORT")
-    serve.add_argument("--admin-address", type=parse_hostport, default=("127.0.0.1", 9080), metavar="HOST:PORT")
-    serve.add_argument("--debounce", type=float, default=0.02, help="seconds of quiet before a push")
-    serve.add_argument("--max-delay", type=float, default=0.5, help="longest a change waits under churn")
+    serve.add_argument(
+        "--xds-address", type=parse_hostport, default=("0.0.0.0", 18000), metavar="HOST:PORT"
+    )
+    serve.add_argument(
+        "--admin-address", type=parse_hostport, default=("127.0.0.1", 9080), metavar="HOST:PORT"
+    )
+    serve.add_argument(
+        "--debounce", type=float, default=0.02, help="seconds of quiet before a push"
+    )
+    serve.add_argument(
+        "--max-delay", type=float, default=0.5, help="longest a change waits under churn"
+    )
     _add_translation_flags(serve)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap that pulls from Switchman")
     boot.add_argument("--xds-address", type=parse_hostport, required=True, metavar="HOST:PORT")
     boot.add_argument("--node-id", required=True)
     boot.add_argument("--node-cluster", default="switchman-gateway")
-    boot.add_argument("--admin-address", type=parse_hostport, default=("127.0.0.1", 9901), metavar="HOST:PORT")
+    boot.add_argument(
+        "--admin-address", type=parse_hostport, default=("127.0.0.1", 9901), metavar="HOST:PORT"
+    )
 
-    tr = sub.add_parser("translate", help="print the Envoy resources and diagnostics for a directory")
+    tr = sub.add_parser(
+        "translate", help="print the Envoy resources and diagnostics for a directory"
+    )
     tr.add_argument("directory", type=Path)
     tr.add_argument("--output", choices=("yaml", "json"), default="yaml")
     _add_translation_flags(tr)
@@ -95,11 +108,13 @@ def translate_directory(directory: Path, options: Options) -> tuple[dict[str, An
     result = translate_world(world, options)
     resources = build_resources(result.ir)
     out: dict[str, Any] = {}
-    for key, type_url in (("clusters", CLUSTER), ("endpoints", ENDPOINT), ("listeners", LISTENER), ("routes", ROUTE)):
-        out[key] = [
-            to_dict(msg)
-            for _, msg in resources.by_type[type_url]
-        ]
+    for key, type_url in (
+        ("clusters", CLUSTER),
+        ("endpoints", ENDPOINT),
+        ("listeners", LISTENER),
+        ("routes", ROUTE),
+    ):
+        out[key] = [to_dict(msg) for _, msg in resources.by_type[type_url]]
     diags = sorted({*store.diagnostics(), *world_diags, *result.diagnostics})
     return out, diags
 

@@ -34,7 +34,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
@@ -44,7 +46,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -67,7 +71,9 @@ def find_envoy() -> str:
 class Backend:
     """A small HTTP server that answers with its name and echoes what it received as JSON."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, status: int = 200) -> None:
+    def __init__(
+        self, name: str, host: str = "127.0.0.1", port: int = 0, status: int = 200
+    ) -> None:
         self.name = name
         self.status = status
         self.requests = 0
@@ -75,6 +81,9 @@ class Backend:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are separate writes: without this, keep-alive requests stall on
+            # delayed ACKs (~40 ms each).
+            disable_nagle_algorithm = True
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -106,7 +115,9 @@ class Backend:
         self.server.daemon_threads = True
         self.host = host
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name=f"backend-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name=f"backend-{name}", daemon=True
+        )
 
     def start(self) -> Backend:
         self._thread.start()
@@ -180,7 +191,11 @@ class ControlPlane:
             *self.extra_args,
         ]  # fmt: skip
         self.process = Process(args, self.workdir / "controlplane.log")
-        wait_for(lambda: self.admin("/readyz")[0] == 200 or not self._alive(), timeout, "control plane ready")
+        wait_for(
+            lambda: self.admin("/readyz")[0] == 200 or not self._alive(),
+            timeout,
+            "control plane ready",
+        )
         if not self._alive():
             raise RuntimeError(f"control plane exited:\n{self.process.log()}")
         return self
@@ -209,7 +224,13 @@ class ControlPlane:
 class Envoy:
     """A real Envoy, bootstrapped by ``switchman bootstrap``, pulling from a control plane."""
 
-    def __init__(self, xds_port: int, workdir: Path, node_id: str = "gateway-1", node_cluster: str = "gateway") -> None:
+    def __init__(
+        self,
+        xds_port: int,
+        workdir: Path,
+        node_id: str = "gateway-1",
+        node_cluster: str = "gateway",
+    ) -> None:
         self.workdir = workdir
         self.admin_port = free_port()
         self.node_id = node_id

@@ -9,9 +9,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.connected = Gauge("switchman_xds_connected_proxies", "Connected ADS streams", registry=r)
+        self.connected = Gauge(
+            "switchman_xds_connected_proxies", "Connected ADS streams", registry=r
+        )
         self.pushes = Counter("switchman_xds_pushes", "xDS responses sent", ["type"], registry=r)
-        self.acks = Counter("switchman_xds_acks", "xDS responses acknowledged", ["type"], registry=r)
+        self.acks = Counter(
+            "switchman_xds_acks", "xDS responses acknowledged", ["type"], registry=r
+        )
         self.nacks = Counter(
             "switchman_xds_nacks", "xDS responses rejected by Envoy", ["node", "type"], registry=r
         )

@@ -62,7 +62,9 @@ async def serve(settings: ServeSettings) -> None:
     await server.start()
     log.info("xDS (ADS) listening on %s:%d", host, bound)
 
-    runner = web.AppRunner(make_app(cache=cache, pipeline=pipeline, metrics=metrics, ads=ads), access_log=None)
+    runner = web.AppRunner(
+        make_app(cache=cache, pipeline=pipeline, metrics=metrics, ads=ads), access_log=None
+    )
     await runner.setup()
     ahost, aport = settings.admin_address
     await web.TCPSite(runner, ahost, aport).start()

@@ -20,6 +20,7 @@ from translators.rules import (
     Not,
     Or,
     Syntax,
+    TemplateKind,
     compile_go_regex,
     routing_path,
     v2_query_pairs,
@@ -386,10 +387,10 @@ def _match_v2(m: Matcher, request: Request) -> bool:
         return any(_search(v2_template_to_regex(a, "host"), host) for a in args)
     if name in ("Path", "PathPrefix"):
         path = routing_path(request.path)
-        kind = "path" if name == "Path" else "pathprefix"
+        kind: TemplateKind = "path" if name == "Path" else "pathprefix"
         return any(_search(v2_template_to_regex(a, kind), path) for a in args)
     if name == "Method":
-        return request.method in {a.upper() for a in args}
+        return request.method in {_go_upper(a) for a in args}
     if name == "Headers":
         return _pairs_v2(args, request, regex=False)
     if name == "HeadersRegexp":

@@ -45,24 +45,35 @@ class IngressRouteTranslator:
                             ref,
                             f"spec.entryPoints[{i}]",
                             "EntryPointNotFound",
-                            f"entry point {name!r} is not defined (have: {', '.join(sorted(known))})",
+                            f"entry point {name!r} is not defined "
+                            f"(have: {', '.join(sorted(known))})",
                         )
                     )
         if ir.spec.tls is not None:
             diags.append(
-                _diag(ref, "spec.tls", "Unsupported", "TLS termination is not translated yet; "
-                      "the routes of this IngressRoute are not served (Traefik serves them on TLS only)")
+                _diag(
+                    ref,
+                    "spec.tls",
+                    "Unsupported",
+                    "TLS termination is not translated yet; "
+                    "the routes of this IngressRoute are not served "
+                    "(Traefik serves them on TLS only)",
+                )
             )
             return [], diags
         if ir.spec.parent_refs:
             diags.append(
-                _diag(ref, "spec.parentRefs", "Unsupported",
-                      "multi-layer routing (parentRefs) is not translated yet; not served")
+                _diag(
+                    ref,
+                    "spec.parentRefs",
+                    "Unsupported",
+                    "multi-layer routing (parentRefs) is not translated yet; not served",
+                )
             )
             return [], diags
 
         out: list[Route] = []
-        for index, route in enumerate(ir.spec.routes):
+        for index in range(len(ir.spec.routes)):
             path = f"spec.routes[{index}]"
             routes, rdiags = self._route(ir, ref, ns, index, path, entrypoints)
             out.extend(routes)
@@ -81,43 +92,85 @@ class IngressRouteTranslator:
         route = ir.spec.routes[index]
         diags: list[Diagnostic] = []
         if route.kind not in (None, "", "Rule"):
-            return [], [_diag(ref, f"{path}.kind", "InvalidRoute", f"kind must be Rule, not {route.kind!r}")]
+            return [], [
+                _diag(ref, f"{path}.kind", "InvalidRoute", f"kind must be Rule, not {route.kind!r}")
+            ]
         syntax = route.syntax or self.options.default_rule_syntax
         try:
             expr = rules.parse_rule(route.match, syntax)
             matches = rule_to_matches(expr, syntax, self.options.max_rule_alternatives)
         except UnsupportedMatcher as exc:
-            return [], [_diag(ref, f"{path}.match", "Unsupported", f"{exc}; the route is not served")]
+            return [], [
+                _diag(ref, f"{path}.match", "Unsupported", f"{exc}; the route is not served")
+            ]
         except RuleError as exc:
             return [], [_diag(ref, f"{path}.match", "InvalidRule", str(exc))]
 
         if route.observability is not None:
-            diags.append(_diag(ref, f"{path}.observability", "Unsupported",
-                               "per-route observability settings are ignored", "warning"))
+            diags.append(
+                _diag(
+                    ref,
+                    f"{path}.observability",
+                    "Unsupported",
+                    "per-route observability settings are ignored",
+                    "warning",
+                )
+            )
         for i, mw in enumerate(route.middlewares):
             mw_ns = mw.namespace or ns
             field = f"{path}.middlewares[{i}]"
             if "@" in mw.name:
-                diags.append(_diag(ref, f"{field}.name", "Unsupported",
-                                   f"cross-provider middleware {mw.name!r}; the route is not served"))
+                diags.append(
+                    _diag(
+                        ref,
+                        f"{field}.name",
+                        "Unsupported",
+                        f"cross-provider middleware {mw.name!r}; the route is not served",
+                    )
+                )
             elif mw_ns != ns and not self.options.allow_cross_namespace:
-                diags.append(_diag(ref, f"{field}.namespace", "CrossNamespaceRefused",
-                                   f"middleware {mw_ns}/{mw.name} is in another namespace "
-                                   "(enable --allow-cross-namespace); the route is not served"))
+                diags.append(
+                    _diag(
+                        ref,
+                        f"{field}.namespace",
+                        "CrossNamespaceRefused",
+                        f"middleware {mw_ns}/{mw.name} is in another namespace "
+                        "(enable --allow-cross-namespace); the route is not served",
+                    )
+                )
             elif (found := self.world.middlewares.get((mw_ns, mw.name))) is None:
-                diags.append(_diag(ref, f"{field}.name", "MiddlewareNotFound",
-                                   f"middleware {mw_ns}/{mw.name} not found; the route is not served"))
+                diags.append(
+                    _diag(
+                        ref,
+                        f"{field}.name",
+                        "MiddlewareNotFound",
+                        f"middleware {mw_ns}/{mw.name} not found; the route is not served",
+                    )
+                )
             else:
                 kinds = ", ".join(found.obj.types) or "(empty)"
-                diags.append(_diag(ref, f"{field}.name", "Unsupported",
-                                   f"middleware {mw_ns}/{mw.name} ({kinds}) is not translated yet; "
-                                   "the route is not served rather than served without it"))
+                diags.append(
+                    _diag(
+                        ref,
+                        f"{field}.name",
+                        "Unsupported",
+                        f"middleware {mw_ns}/{mw.name} ({kinds}) is not translated yet; "
+                        "the route is not served rather than served without it",
+                    )
+                )
         if any(d.severity == "error" for d in diags):
             return [], diags
 
         if not route.services:
-            return [], [*diags, _diag(ref, f"{path}.services", "NoService",
-                                      "the route has no services; it is not served")]
+            return [], [
+                *diags,
+                _diag(
+                    ref,
+                    f"{path}.services",
+                    "NoService",
+                    "the route has no services; it is not served",
+                ),
+            ]
         try:
             backends = self.resolver.resolve(route.services, ns, ref, f"{path}.services")
         except BackendError as exc:
@@ -129,9 +182,16 @@ class IngressRouteTranslator:
             action = DirectResponse(status=503, body="no service available\n")
         else:
             if len(backends.pass_host_header) > 1:
-                diags.append(_diag(ref, f"{path}.services", "Unsupported",
-                                   "services disagree on passHostHeader; Envoy sets it per route, "
-                                   "so the Host header is passed for all of them", "warning"))
+                diags.append(
+                    _diag(
+                        ref,
+                        f"{path}.services",
+                        "Unsupported",
+                        "services disagree on passHostHeader; Envoy sets it per route, "
+                        "so the Host header is rewritten for all of them",
+                        "warning",
+                    )
+                )
             action = Forward(backends=weighted, pass_host_header=all(backends.pass_host_header))
 
         router = names.router_name(ns, ir.metadata.name, route.match)
@@ -146,6 +206,8 @@ class IngressRouteTranslator:
                 priority=priority,
                 source=ref,
                 rule=route.match,
+                index=index,
+                disjunct=d,
             )
             for ep in entrypoints
             for d, m in enumerate(matches)
@@ -153,7 +215,9 @@ class IngressRouteTranslator:
         return out, diags
 
 
-def _diag(ref: SourceRef, field: str, reason: str, message: str, severity: str = "error") -> Diagnostic:
+def _diag(
+    ref: SourceRef, field: str, reason: str, message: str, severity: str = "error"
+) -> Diagnostic:
     return Diagnostic(
         source=ref,
         field=field,

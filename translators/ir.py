@@ -105,6 +105,10 @@ class Route:
     priority: int
     source: SourceRef
     rule: str = ""
+    # Position of the route in its IngressRoute and of the disjunct in its rule: the last
+    # tie-breakers of the documented order.
+    index: int = 0
+    disjunct: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

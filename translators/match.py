@@ -79,15 +79,36 @@ def _expand_multi(expr: rules.Expr, syntax: Syntax) -> rules.Expr:
         for arg in m.args[1:]:
             out = rules.Or(out, replace(m, args=(arg,)))
         return out
-    if syntax == "v2" and m.name == "Query" and len(m.args) > 1:
-        q: rules.Expr = replace(m, args=(m.args[0],))
-        for arg in m.args[1:]:
-            q = rules.And(q, replace(m, args=(arg,)))
-        return q
+    if syntax == "v2" and m.name == "Query":
+        # Pieces are re-paired (``Query(`a`, `b`)`` is ``a=b``) and every pair must hold.
+        pairs = rules.v2_query_pairs(m.args, m.column)
+        return _all_of([replace(m, args=(f"{k}={v}",)) for k, v in pairs])
+    if syntax == "v2" and m.name in ("Headers", "HeadersRegexp") and len(m.args) > 2:
+        pieces = [replace(m, args=m.args[i : i + 2]) for i in range(0, len(m.args), 2)]
+        return _all_of(pieces)
     return m
 
 
-def _leaf(matcher: Matcher, syntax: Syntax) -> tuple[PathMatch | None, list[HeaderMatch], list[QueryMatch]]:
+def _all_of(items: list[Matcher]) -> rules.Expr:
+    out: rules.Expr = items[0]
+    for item in items[1:]:
+        out = rules.And(out, item)
+    return out
+
+
+def _strip_anchors(regex: str) -> str:
+    """v2 template regexes are ``^…$``; Envoy's safe_regex is a full match already."""
+    if regex.startswith("(?i)"):
+        regex = regex[4:]
+    regex = regex.removeprefix("^")
+    if regex.endswith("$") and not regex.endswith("\\$"):
+        regex = regex[:-1]
+    return regex
+
+
+def _leaf(
+    matcher: Matcher, syntax: Syntax
+) -> tuple[PathMatch | None, list[HeaderMatch], list[QueryMatch]]:
     """One positive matcher → (path condition, header conditions, query conditions)."""
     name, args = matcher.name, matcher.args
     if name in ("Host", "HostHeader"):
@@ -96,18 +117,19 @@ def _leaf(matcher: Matcher, syntax: Syntax) -> tuple[PathMatch | None, list[Head
         return None, [HeaderMatch(name=":authority", kind="regex", value=_host_regex(args[0]))], []
     if name == "HostRegexp":
         if syntax == "v2":
-            regex = rules.v2_template_to_regex(args[0].lower(), "host")
+            regex = _strip_anchors(rules.v2_template_to_regex(args[0], "host"))
             value = f"(?i)(?:{regex}){_PORT}"
         else:
             value = _host_regexp_v3(args[0])
         return None, [HeaderMatch(name=":authority", kind="regex", value=value)], []
     if name == "Path":
         if syntax == "v2" and "{" in args[0]:
-            return PathMatch(kind="regex", value=rules.v2_template_to_regex(args[0], "path")), [], []
+            regex = _strip_anchors(rules.v2_template_to_regex(args[0], "path"))
+            return PathMatch(kind="regex", value=regex), [], []
         return PathMatch(kind="exact", value=args[0]), [], []
     if name == "PathPrefix":
         if syntax == "v2" and "{" in args[0]:
-            regex = rules.v2_template_to_regex(args[0], "pathprefix")
+            regex = _strip_anchors(rules.v2_template_to_regex(args[0], "pathprefix"))
             return PathMatch(kind="regex", value=f"(?:{regex})(?s:.*)"), [], []
         return PathMatch(kind="prefix", value=args[0]), [], []
     if name == "PathRegexp":
@@ -117,12 +139,27 @@ def _leaf(matcher: Matcher, syntax: Syntax) -> tuple[PathMatch | None, list[Head
     if name in ("Header", "Headers"):
         return None, [HeaderMatch(name=args[0].lower(), kind="exact", value=args[1])], []
     if name in ("HeaderRegexp", "HeadersRegexp"):
-        return None, [HeaderMatch(name=args[0].lower(), kind="regex", value=_unanchored(args[1]))], []
+        return (
+            None,
+            [HeaderMatch(name=args[0].lower(), kind="regex", value=_unanchored(args[1]))],
+            [],
+        )
     if name == "Query":
         if syntax == "v2":
             key, _, value = args[0].partition("=")
+            if "{" in args[0]:
+                raise UnsupportedMatcher(
+                    "v2 Query templates are not translated yet", matcher.column
+                )
+            # v2 reads the first value of the key; an empty value matches any value.
+            if not value:
+                return None, [], [QueryMatch(name=key, kind="present")]
             return None, [], [QueryMatch(name=key, kind="exact", value=value)]
-        return None, [], [QueryMatch(name=args[0], kind="exact", value=args[1] if len(args) > 1 else "")]
+        return (
+            None,
+            [],
+            [QueryMatch(name=args[0], kind="exact", value=args[1] if len(args) > 1 else "")],
+        )
     if name == "QueryRegexp":
         pattern = _unanchored(args[1]) if len(args) > 1 else ""
         return None, [], [QueryMatch(name=args[0], kind="regex", value=pattern)]

@@ -55,7 +55,9 @@ class ServiceResolver:
 
     def _warn(self, out: Backends, ref: SourceRef, path: str, message: str) -> None:
         out.warnings.append(
-            Diagnostic(source=ref, field=path, reason="Unsupported", message=message, severity="warning")
+            Diagnostic(
+                source=ref, field=path, reason="Unsupported", message=message, severity="warning"
+            )
         )
 
     def resolve(
@@ -137,9 +139,13 @@ class ServiceResolver:
         key = (ns, spec.name)
         if key in stack:
             cycle = " → ".join(f"{n}/{s}" for n, s in (*stack, key))
-            raise self._fail(ref, f"{path}.name", "CyclicReference", f"TraefikService cycle: {cycle}")
+            raise self._fail(
+                ref, f"{path}.name", "CyclicReference", f"TraefikService cycle: {cycle}"
+            )
         if len(stack) >= MAX_DEPTH:
-            raise self._fail(ref, f"{path}.name", "TooDeep", f"TraefikService nesting over {MAX_DEPTH}")
+            raise self._fail(
+                ref, f"{path}.name", "TooDeep", f"TraefikService nesting over {MAX_DEPTH}"
+            )
         entry = self.world.traefikservices.get(key)
         if entry is None:
             raise self._fail(
@@ -157,11 +163,15 @@ class ServiceResolver:
                 )
         if ts_spec.weighted is None:
             raise self._fail(
-                entry.ref, "spec", "InvalidObject", "TraefikService has no weighted, mirroring, "
-                "highestRandomWeight or failover"
+                entry.ref,
+                "spec",
+                "InvalidObject",
+                "TraefikService has no weighted, mirroring, highestRandomWeight or failover",
             )
         if ts_spec.weighted.sticky is not None:
-            self._warn(out, entry.ref, "spec.weighted.sticky", "sticky sessions are not translated yet")
+            self._warn(
+                out, entry.ref, "spec.weighted.sticky", "sticky sessions are not translated yet"
+            )
         self._weighted(
             ts_spec.weighted.services,
             ns,
@@ -177,7 +187,9 @@ class ServiceResolver:
     ) -> Cluster:
         entry = self.world.services.get((ns, spec.name))
         if entry is None:
-            raise self._fail(ref, f"{path}.name", "ServiceNotFound", f"Service {ns}/{spec.name} not found")
+            raise self._fail(
+                ref, f"{path}.name", "ServiceNotFound", f"Service {ns}/{spec.name} not found"
+            )
         svc = entry.obj
         if spec.port is None:
             raise self._fail(ref, f"{path}.port", "PortNotFound", "port is required for a Service")
@@ -189,21 +201,60 @@ class ServiceResolver:
                 "PortNotFound",
                 f"Service {ns}/{spec.name} has no port {spec.port!r}",
             )
-        for fld in ("sticky", "health_check", "passive_health_check", "servers_transport", "node_port_lb"):
+        if spec.middlewares:
+            # Fail closed: a service-level middleware may be an auth or an allow-list.
+            raise self._fail(
+                ref,
+                f"{path}.middlewares",
+                "Unsupported",
+                "service-level middlewares are not translated yet; the route is not served "
+                "rather than served without them",
+            )
+        if spec.health_check is not None:
+            raise self._fail(
+                ref,
+                f"{path}.healthCheck",
+                "InvalidService",
+                "healthCheck is only allowed on ExternalName services (as in Traefik); "
+                "the route is not served",
+            )
+        if spec.response_forwarding is not None:
+            self._warn(
+                out,
+                ref,
+                f"{path}.responseForwarding",
+                "responseForwarding is ignored: Envoy streams responses as they arrive",
+            )
+        for fld in ("sticky", "passive_health_check", "servers_transport", "node_port_lb"):
             if getattr(spec, fld) is not None:
-                self._warn(out, ref, f"{path}.{_camel(fld)}", f"{_camel(fld)} is not translated yet; ignored")
+                self._warn(
+                    out,
+                    ref,
+                    f"{path}.{_camel(fld)}",
+                    f"{_camel(fld)} is not translated yet; ignored",
+                )
         if spec.strategy not in (None, "wrr", "RoundRobin"):
-            self._warn(out, ref, f"{path}.strategy", f"strategy {spec.strategy!r} is not translated yet; round robin is used")
+            self._warn(
+                out,
+                ref,
+                f"{path}.strategy",
+                f"strategy {spec.strategy!r} is not translated yet; round robin is used",
+            )
         scheme = _scheme(spec.scheme, svc_port)
         if scheme is None:
             raise self._fail(
-                ref, f"{path}.scheme", "InvalidScheme", f"scheme {spec.scheme!r} is not http, https or h2c"
+                ref,
+                f"{path}.scheme",
+                "InvalidScheme",
+                f"scheme {spec.scheme!r} is not http, https or h2c",
             )
         if svc.spec.type == "ExternalName":
             raise self._fail(
                 ref,
                 f"{path}.name",
-                "Unsupported" if self.options.allow_external_name_services else "ExternalNameRefused",
+                "Unsupported"
+                if self.options.allow_external_name_services
+                else "ExternalNameRefused",
                 f"Service {ns}/{spec.name} is an ExternalName service, which "
                 + (
                     "is not translated yet"
@@ -214,13 +265,17 @@ class ServiceResolver:
         if spec.native_lb:
             if not svc.spec.cluster_ip or svc.spec.cluster_ip == "None":
                 raise self._fail(
-                    ref, f"{path}.nativeLB", "InvalidService",
+                    ref,
+                    f"{path}.nativeLB",
+                    "InvalidService",
                     f"nativeLB needs a ClusterIP, and Service {ns}/{spec.name} is headless",
                 )
-            endpoints: tuple[Endpoint, ...] = (Endpoint(address=svc.spec.cluster_ip, port=svc_port.port),)
+            endpoints: tuple[Endpoint, ...] = (
+                Endpoint(address=svc.spec.cluster_ip, port=svc_port.port),
+            )
             name = names.cluster_name(ns, spec.name, svc_port.port) + "/native"
         else:
-            endpoints = self._endpoints(ns, spec.name, svc_port)
+            endpoints = self._endpoints(ns, spec.name, svc_port, out)
             name = names.cluster_name(ns, spec.name, svc_port.port)
         if scheme != "http":
             name += f"/{scheme}"
@@ -243,10 +298,21 @@ class ServiceResolver:
         self.clusters[name] = cluster
         return cluster
 
-    def _endpoints(self, ns: str, svc: str, port: ServicePort) -> tuple[Endpoint, ...]:
+    def _endpoints(
+        self, ns: str, svc: str, port: ServicePort, out: Backends
+    ) -> tuple[Endpoint, ...]:
         seen: dict[tuple[str, int], Endpoint] = {}
         for entry in self.world.endpointslices.get((ns, svc), ()):
             sl = entry.obj
+            if sl.address_type not in ("IPv4", "IPv6"):
+                self._warn(
+                    out,
+                    entry.ref,
+                    "addressType",
+                    f"addressType {sl.address_type} is not read (only IPv4 and IPv6); "
+                    "its endpoints are ignored",
+                )
+                continue
             target = next(
                 (p.port for p in sl.ports or () if (p.name or "") == port.name and p.port),
                 None,

@@ -11,9 +11,9 @@ from translators.service import ServiceResolver
 from translators.world import World
 
 
-def route_order(route: Route) -> tuple[str, int, str, str]:
-    """Highest priority first; ties by router name, then by Envoy route name (documented)."""
-    return (route.entrypoint, -route.priority, route.router, route.name)
+def route_order(route: Route) -> tuple[str, int, str, int, int]:
+    """Highest priority first; ties by router name, then route index, then disjunct (documented)."""
+    return (route.entrypoint, -route.priority, route.router, route.index, route.disjunct)
 
 
 def translate_world(world: World, options: Options) -> Translation:
@@ -44,9 +44,4 @@ def translate_world(world: World, options: Options) -> Translation:
 
 def _referenced(routes: list[Route]) -> set[str]:
     """Only clusters some served route uses: a dropped route leaves nothing behind."""
-    return {
-        b.cluster
-        for r in routes
-        if isinstance(r.action, Forward)
-        for b in r.action.backends
-    }
+    return {b.cluster for r in routes if isinstance(r.action, Forward) for b in r.action.backends}

@@ -86,7 +86,11 @@ def parse_documents(text: str, display: str) -> list[tuple[int, object]]:
 def _expand_lists(docs: list[tuple[int, object]]) -> list[tuple[int, object]]:
     out: list[tuple[int, object]] = []
     for line, doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
+        ):
             out.extend((line, item) for item in doc["items"])
         else:
             out.append((line, doc))

@@ -48,7 +48,9 @@ class Snapshot:
     meta: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     def get(self, type_url: str) -> TypeSnapshot:
-        return self.types.get(type_url) or TypeSnapshot(resources=MappingProxyType({}), version="empty")
+        return self.types.get(type_url) or TypeSnapshot(
+            resources=MappingProxyType({}), version="empty"
+        )
 
 
 def _prepare(name: str, message: Any, previous: Prepared | None) -> Prepared:

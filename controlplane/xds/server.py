@@ -93,7 +93,8 @@ class SotwStream:
     def on_request(self, req: discovery_v3.DiscoveryRequest) -> None:
         if req.HasField("node") and not self.node_id:
             self.node_id = req.node.id
-            agent = f"{req.node.user_agent_name}/{req.node.user_agent_build_version.version.major_number}"
+            build = req.node.user_agent_build_version.version
+            agent = f"{req.node.user_agent_name}/{build.major_number}.{build.minor_number}"
             self.status = NodeStatus(
                 node_id=req.node.id,
                 cluster=req.node.cluster,
@@ -138,9 +139,11 @@ class SotwStream:
         names = set(req.resource_names)
         if names:
             state.explicitly_subscribed = True
-        wildcard = (not names and not state.explicitly_subscribed) or (
-            type_url in _WILDCARD_TYPES and not names
-        ) or "*" in names
+        wildcard = (
+            (not names and not state.explicitly_subscribed)
+            or (type_url in _WILDCARD_TYPES and not names)
+            or "*" in names
+        )
         if names != state.names or wildcard != state.wildcard or first:
             state.force = True
         state.names = names - {"*"}
@@ -149,7 +152,9 @@ class SotwStream:
 
     # -- responses ------------------------------------------------------------------------------
 
-    def pending_responses(self, now: float) -> tuple[list[discovery_v3.DiscoveryResponse], float | None]:
+    def pending_responses(
+        self, now: float
+    ) -> tuple[list[discovery_v3.DiscoveryResponse], float | None]:
         """Responses due now, in make-before-break order, and when to look again if gated."""
         snapshot = self.cache.snapshot
         if snapshot is None:
@@ -244,7 +249,13 @@ class SotwStream:
         state.force = False
         state.in_flight = True
         self.metrics.pushes.labels(type=_short(type_url)).inc()
-        log.debug("sent %s version %s (%d resources) to %s", _short(type_url), version, len(chosen), self.node_id)
+        log.debug(
+            "sent %s version %s (%d resources) to %s",
+            _short(type_url),
+            version,
+            len(chosen),
+            self.node_id,
+        )
         return resp
 
     def close(self) -> None:
@@ -262,7 +273,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self.warm_timeout = warm_timeout
         self.nodes: dict[int, NodeStatus] = {}
 
-    async def StreamAggregatedResources(  # noqa: N802 - the gRPC method name
+    async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_v3.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_v3.DiscoveryResponse]:
         stream = SotwStream(self.cache, self.metrics, self.nodes, self.warm_timeout)
@@ -284,7 +295,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             while True:
                 get = asyncio.create_task(requests.get())
                 timeout = None if retry_at is None else max(0.0, retry_at - time.monotonic())
-                done, _ = await asyncio.wait({get, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {get, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if get in done:
                     req = get.result()
                     if req is None:
@@ -310,12 +323,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             stream.close()
             self.metrics.connected.dec()
 
-    async def DeltaAggregatedResources(  # noqa: N802
+    async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_v3.DeltaDiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_v3.DeltaDiscoveryResponse]:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
-            "Delta xDS is not served by this version; use state of the world (the default bootstrap)",
+            "Delta xDS is not served by this version; use state of the world "
+            "(the default bootstrap)",
         )
         yield discovery_v3.DeltaDiscoveryResponse()  # pragma: no cover - abort raises
 

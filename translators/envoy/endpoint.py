@@ -19,14 +19,20 @@ def build_load_assignment(cluster: Cluster) -> eds_v3.ClusterLoadAssignment:
                 ),
                 # With passHostHeader: false Traefik sends Host = the server's ip:port;
                 # auto_host_rewrite takes it from here.
-                hostname=f"[{ep.address}]:{ep.port}" if ":" in ep.address else f"{ep.address}:{ep.port}",
+                hostname=f"[{ep.address}]:{ep.port}"
+                if ":" in ep.address
+                else f"{ep.address}:{ep.port}",
             ),
             # Traefik "fences" terminating endpoints: no new requests. Envoy: DRAINING.
-            health_status=health_v3.HealthStatus.DRAINING if ep.draining else health_v3.HealthStatus.HEALTHY,
+            health_status=health_v3.HealthStatus.DRAINING
+            if ep.draining
+            else health_v3.HealthStatus.HEALTHY,
         )
         for ep in cluster.endpoints
     ]
     return eds_v3.ClusterLoadAssignment(
         cluster_name=cluster.name,
-        endpoints=[endpoint_v3.LocalityLbEndpoints(lb_endpoints=lb_endpoints)] if lb_endpoints else [],
+        endpoints=[endpoint_v3.LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
+        if lb_endpoints
+        else [],
     )

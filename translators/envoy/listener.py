@@ -18,7 +18,6 @@ from translators.envoy.common import ads_source, pack
 from translators.ir import Listener
 
 
-
 def _local_reply() -> hcm_v3.LocalReplyConfig:
     """Traefik's status codes and bodies where Envoy's differ."""
 
@@ -50,16 +49,25 @@ def build_listener(listener: Listener) -> lds_v3.Listener:
         codec_type=hcm_v3.HttpConnectionManager.CodecType.AUTO,
         rds=hcm_v3.Rds(config_source=ads_source(), route_config_name=listener.route_config),
         http_filters=[
-            hcm_v3.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_v3.Router()))
+            hcm_v3.HttpFilter(
+                name="envoy.filters.http.router", typed_config=pack(router_v3.Router())
+            )
         ],
         # The client address is the TCP peer, as in Traefik without trusted forwarded headers.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         local_reply_config=_local_reply(),
+        # Traefik (since v3.3.6) cleans ``.``/``..`` segments and repeated slashes before
+        # routing; escaped slashes stay as they are (reserved characters are not decoded).
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        merge_slashes=True,
+        path_with_escaped_slashes_action=hcm_v3.HttpConnectionManager.PathWithEscapedSlashesAction.KEEP_UNCHANGED,
     )
     return lds_v3.Listener(
         name=listener.name,
         address=address_v3.Address(
-            socket_address=address_v3.SocketAddress(address=listener.address, port_value=listener.port)
+            socket_address=address_v3.SocketAddress(
+                address=listener.address, port_value=listener.port
+            )
         ),
         filter_chains=[
             listener_components_v3.FilterChain(
