@@ -130,3 +130,17 @@ class IR:
 class Translation:
     ir: IR
     diagnostics: tuple[Diagnostic, ...] = field(default=())
+
+
+def to_plain(value: object) -> object:
+    """IR → plain dicts, lists and scalars (golden files, ``/debug``), keys in field order."""
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        out: dict[str, object] = {}
+        if isinstance(value, Forward | DirectResponse):
+            out["type"] = type(value).__name__
+        for name in value.__dataclass_fields__:
+            out[name] = to_plain(getattr(value, name))
+        return out
+    return value

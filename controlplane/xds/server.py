@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,7 @@ class SotwStream:
         self.status: NodeStatus | None = None
         self._nonce = itertools.count(1)
         self._retained: dict[str, Prepared] = {}
-        self._last_clusters: Mapping[str, Prepared] = {}
+        self._sent_clusters: dict[str, Prepared] = {}
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -174,7 +174,12 @@ class SotwStream:
             resp = self._respond(type_url, state, snapshot, now)
             if resp is not None:
                 out.append(resp)
-        self._maybe_release_retained()
+        if self._maybe_release_retained():
+            cds = self.states[CLUSTER]
+            if cds.watch_open:
+                resp = self._respond(CLUSTER, cds, snapshot, now)
+                if resp is not None:
+                    out.append(resp)
         return out, retry_at
 
     def _warming_gate(self, now: float) -> float | None:
@@ -185,20 +190,18 @@ class SotwStream:
         return None
 
     def _track_cluster_removals(self, snapshot: Snapshot) -> None:
+        """Clusters this stream was sent that the snapshot no longer has: keep them for now."""
         current = snapshot.get(CLUSTER).resources
-        if self._last_clusters is not current:
-            for name, prepared in self._last_clusters.items():
-                if name not in current:
-                    self._retained[name] = prepared
-            for name in list(self._retained):
-                if name in current:
-                    del self._retained[name]
-            self._last_clusters = current
+        for name, prepared in self._sent_clusters.items():
+            if name not in current:
+                self._retained.setdefault(name, prepared)
+        for name in [n for n in self._retained if n in current]:
+            del self._retained[name]
 
-    def _maybe_release_retained(self) -> None:
+    def _maybe_release_retained(self) -> bool:
         """Drop retained clusters once the new routes and listeners are acknowledged."""
         if not self._retained:
-            return
+            return False
         snapshot = self.cache.snapshot
         assert snapshot is not None
         for t in (LISTENER, ROUTE):
@@ -206,11 +209,9 @@ class SotwStream:
             if st is None:
                 continue
             if st.in_flight or st.sent_version != self._expected_version(t, st, snapshot):
-                return
+                return False
         self._retained.clear()
-        cds = self.states.get(CLUSTER)
-        if cds is not None:
-            cds.force = cds.force or cds.sent_version is not None
+        return CLUSTER in self.states
 
     def _expected_version(self, type_url: str, state: TypeState, snapshot: Snapshot) -> str:
         ts = snapshot.get(type_url)
@@ -234,6 +235,8 @@ class SotwStream:
             version = f"{version}+{len(self._retained)}r"
         if not state.force and version == state.sent_version:
             return None
+        if type_url == CLUSTER:
+            self._sent_clusters = chosen
         nonce = str(next(self._nonce))
         resp = discovery_v3.DiscoveryResponse(
             version_info=version,

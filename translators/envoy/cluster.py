@@ -62,7 +62,7 @@ def build_cluster(cluster: Cluster) -> cluster_v3.Cluster:
     elif cluster.scheme == "https":
         # Traefik verifies backend certificates against the system roots by default.
         tls = tls_v3.UpstreamTlsContext(
-            common_tls_context=tls_common_v3.CommonTlsContext(
+            common_tls_context=tls_v3.CommonTlsContext(
                 validation_context=tls_common_v3.CertificateValidationContext(
                     system_root_certs=tls_common_v3.CertificateValidationContext.SystemRootCerts()
                 )
