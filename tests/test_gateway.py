@@ -278,3 +278,51 @@ def test_controlplane_killed_and_restarted_envoy_serves_throughout(
         assert [n["node_id"] for n in nodes] == ["gateway-1"]
     finally:
         restarted.stop()
+
+
+def test_forwarded_headers_status_codes_and_pass_host_header(
+    backends: Callable[[str], Backend], make_stack: Callable[..., Stack]
+) -> None:
+    up = backends("up")
+    down = Backend("down")  # bound, then closed: connections to it are refused
+    down.server.server_close()
+    files = {
+        "svc.yaml": service_yaml("up", [up]) + "---\n" + service_yaml("down", [down]),
+        "ir.yaml": """apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {name: h, namespace: default}
+spec:
+  routes:
+  - match: Host(`h.example.com`) && PathPrefix(`/keep`)
+    services: [{name: up, port: 80}]
+  - match: Host(`h.example.com`) && PathPrefix(`/rewrite`)
+    services: [{name: up, port: 80, passHostHeader: false}]
+  - match: Host(`h.example.com`) && PathPrefix(`/down`)
+    services: [{name: down, port: 80}]
+""",
+    }
+    stack = make_stack(files)
+    stack.wait_serving(serving(stack, "h.example.com:8080", "up", "/keep"), "route served")
+    status, _, echo = stack.request(
+        "/keep",
+        host="h.example.com:8080",
+        headers={"X-Forwarded-For": "6.6.6.6", "X-Real-Ip": "6.6.6.6"},
+    )
+    headers = {k.lower(): v for k, v in echo["headers"]}  # type: ignore[union-attr]
+    assert status == 200
+    # Traefik trusts no forwarded headers by default: the client's are replaced, not appended to.
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-real-ip"] == "127.0.0.1"
+    assert headers["x-forwarded-host"] == "h.example.com:8080"
+    assert headers["x-forwarded-port"] == str(stack.web_port)
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-server"]
+    assert headers["host"] == "h.example.com:8080"  # passHostHeader defaults to true
+    _, _, echo = stack.request("/rewrite", host="h.example.com")
+    rewritten = {k.lower(): v for k, v in echo["headers"]}  # type: ignore[union-attr]
+    assert rewritten["host"] == f"127.0.0.1:{up.port}"  # passHostHeader: false → the server
+    # A backend that refuses connections: Traefik answers 502 (Envoy would say 503).
+    assert stack.request("/down", host="h.example.com")[0] == 502
+    # No matching router: Traefik's 404 and body.
+    status, _, _ = stack.request("/", host="nobody.example.com")
+    assert status == 404
