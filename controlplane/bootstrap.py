@@ -15,6 +15,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
 XDS_CLUSTER = "switchman_xds"
+MAX_REGEX_PROGRAM_SIZE = 1000  # keep equal to translators.options.Options.max_regex_program_size
 # Registers the descriptor that ParseDict needs to check the typed options below.
 _REGISTERED = (
     http_protocol_options_pb2.HttpProtocolOptions,
@@ -89,6 +90,19 @@ def build_bootstrap(
                                 ]
                             }
                         ],
+                    },
+                }
+            ]
+        },
+        # Envoy refuses regexes whose RE2 program is over 100 by default, and then the whole
+        # RouteConfiguration with them; the translator checks every regex against this limit.
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "switchman",
+                    "static_layer": {
+                        "re2.max_program_size.error_level": MAX_REGEX_PROGRAM_SIZE,
+                        "re2.max_program_size.warn_level": MAX_REGEX_PROGRAM_SIZE,
                     },
                 }
             ]

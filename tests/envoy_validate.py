@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from controlplane.bootstrap import build_bootstrap
 from controlplane.localrun import find_envoy, free_port
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
 from translators.envoy.common import to_dict
@@ -89,6 +90,10 @@ def build_static_bootstrap(resources: Resources | Mapping[str, Any]) -> dict[str
     return {
         "node": {"id": "switchman-validate", "cluster": "switchman-validate"},
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        # The runtime `switchman bootstrap` gives every Envoy (its RE2 program-size limit).
+        "layered_runtime": build_bootstrap(xds_host="127.0.0.1", xds_port=1, node_id="v")[
+            "layered_runtime"
+        ],
     }
 
 

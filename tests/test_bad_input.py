@@ -549,12 +549,6 @@ def test_port_a_list_names_the_field(tmp_path: Path) -> None:
     assert "default-good" in out.served
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="translators/ingressroute.py IngressRouteTranslator.translate tests "
-    "`ir.spec.entry_points is None`: `entryPoints: []` yields no routes and no diagnostic, "
-    "while Traefik (len == 0) attaches the router to the default entry points",
-)
 def test_empty_entrypoints_mean_all_entrypoints(tmp_path: Path) -> None:
     out = run(tmp_path, bad(ingressroute(entrypoints="[]")))
     assert out.served == {"default-good", "default-bad"}
@@ -583,30 +577,6 @@ def test_empty_entrypoints_mean_all_entrypoints(tmp_path: Path) -> None:
             "bad",
             f"{R0}.match",
             id="regex-over-envoy-program-size",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="translators/match.py: regexes are not checked against Envoy's RE2 "
-                "program-size limit (re2.max_program_size.error_level, default 100, not raised "
-                "by controlplane/bootstrap.py); Envoy rejects the whole RouteConfiguration, "
-                "taking every route of the entry point down",
-            ),
-        ),
-        pytest.param(
-            bad(
-                ingressroute(
-                    match="HostRegexp(`^aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa[.]example[.]com$`)"
-                )
-            ),
-            "IngressRoute",
-            "bad",
-            f"{R0}.match",
-            id="hostregexp-over-envoy-program-size",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="translators/match.py _host_regexp_v3 repeats the pattern twice; a "
-                "55-character HostRegexp exceeds Envoy's RE2 program size of 100 and the whole "
-                "RouteConfiguration is rejected",
-            ),
         ),
         pytest.param(
             bad(ingressroute(match='Header(\\"X-A\\\\nB\\", `v`)')),
@@ -614,12 +584,6 @@ def test_empty_entrypoints_mean_all_entrypoints(tmp_path: Path) -> None:
             "bad",
             f"{R0}.match",
             id="header-name-with-newline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="translators/match.py _leaf: a Header name with a newline (interpreted "
-                "string) becomes a HeaderMatcher name Envoy rejects (^[^\\x00\\n\\r]*$), "
-                "so the whole RouteConfiguration is rejected",
-            ),
         ),
     ],
 )

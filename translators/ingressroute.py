@@ -32,7 +32,7 @@ class IngressRouteTranslator:
         ns = ir.metadata.namespace
         diags: list[Diagnostic] = []
         known = {ep.name for ep in self.options.entrypoints}
-        if ir.spec.entry_points is None:
+        if not ir.spec.entry_points:  # absent or empty: every entry point, as in Traefik
             entrypoints = sorted(known)
         else:
             entrypoints = []
@@ -98,7 +98,12 @@ class IngressRouteTranslator:
         syntax = route.syntax or self.options.default_rule_syntax
         try:
             expr = rules.parse_rule(route.match, syntax)
-            matches = rule_to_matches(expr, syntax, self.options.max_rule_alternatives)
+            matches = rule_to_matches(
+                expr,
+                syntax,
+                self.options.max_rule_alternatives,
+                self.options.max_regex_program_size,
+            )
         except UnsupportedMatcher as exc:
             return [], [
                 _diag(ref, f"{path}.match", "Unsupported", f"{exc}; the route is not served")

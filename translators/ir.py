@@ -15,6 +15,10 @@ from translators.errors import Diagnostic, SourceRef
 
 Scheme = Literal["http", "https", "h2c"]
 
+# Set by the listener before routing to the TCP peer's address (never taken from the client), so
+# ClientIP rules can be header matches; removed before the request goes upstream.
+CLIENT_IP_HEADER = "x-switchman-client-ip"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EntryPoint:

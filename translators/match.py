@@ -18,13 +18,15 @@ Semantics reproduced here (see reference/traefik.md §3):
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 
 import re2
 
+from translators import regex as rx
 from translators import rules
-from translators.ir import HeaderMatch, Match, PathMatch, QueryMatch
+from translators.ir import CLIENT_IP_HEADER, HeaderMatch, Match, PathMatch, QueryMatch
 from translators.rules import Matcher, RuleError, Syntax
 
 _PORT = r"(?::[0-9]+)?"
@@ -39,21 +41,15 @@ def _unanchored(pattern: str) -> str:
     return f"(?s:.*)(?:{pattern})(?s:.*)"
 
 
-def _host_regex(host: str) -> str:
+def _host_regex(host: str, wildcard: bool = True) -> str:
     """A full-match regex on ``:authority`` for Traefik's ``Host(host)``."""
     host = host.strip().lower().rstrip(".")
     if ":" in host:  # an IPv6 literal: Host(`::1`) matches ``[::1]`` and ``[::1]:8080``
         literal = re2.escape(host)
         return f"(?i)(?:\\[{literal}\\]{_PORT}|{literal})"
-    if host.startswith("*."):
+    if wildcard and host.startswith("*."):
         return f"(?i)[^.:]+\\.{re2.escape(host[2:])}\\.?{_PORT}"
     return f"(?i){re2.escape(host)}\\.?{_PORT}"
-
-
-def _host_regexp_v3(pattern: str) -> str:
-    # The canonical host (lower-cased, no port, no trailing dot) is what Traefik searches; the
-    # authority may carry a port, which the unanchored search must not see.
-    return f"(?:[^:]*(?:{pattern})[^:]*|\\[[^\\]]*(?:{pattern})[^\\]]*\\]){_PORT}"
 
 
 def _path_header(path: PathMatch) -> HeaderMatch:
@@ -106,87 +102,167 @@ def _strip_anchors(regex: str) -> str:
     return regex
 
 
-def _leaf(
-    matcher: Matcher, syntax: Syntax
-) -> tuple[PathMatch | None, list[HeaderMatch], list[QueryMatch]]:
-    """One positive matcher → (path condition, header conditions, query conditions)."""
-    name, args = matcher.name, matcher.args
+_TOKEN = re2.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+ALWAYS = "always"
+NEVER_MATCH = "never"
+Conditions = tuple[PathMatch | None, list[HeaderMatch], list[QueryMatch]]
+
+
+def _header_name(name: str, column: int) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise RuleError(f"{name!r} is not a valid HTTP header name", column)
+    return name.lower()
+
+
+def _path_regex(text: str) -> str:
+    return "".join(rx.path_literal(c) for c in text)
+
+
+def _query_literal(c: str) -> str:
+    """One character of a decoded query key or value, as it can appear in the raw query."""
+    if c == " ":
+        return r"(?:\+|%20)"
+    if c in "&=#+;":
+        return rx.pct_alternatives(c)
+    return f"(?:{re2.escape(c)}|{rx.pct_alternatives(c)})"
+
+
+def _query_param(key: str, value_regex: str | None) -> HeaderMatch:
+    """A ``:path`` condition: some ``key=value`` pair of the query matches (any of them, as
+    Traefik's v3 ``Query`` checks every value; Envoy's own query matcher sees only the first)."""
+    k = "".join(_query_literal(c) for c in key)
+    pair = f"{k}(?:=)?" if value_regex is None else f"{k}={value_regex}"
+    return HeaderMatch(name=":path", kind="regex", value=f"[^?]*\\?(?:[^&]*&)*?{pair}(?:&.*)?")
+
+
+def _client_ip(arg: str, column: int) -> HeaderMatch:
+    net = ipaddress.ip_network(arg, strict=False) if "/" in arg else ipaddress.ip_network(arg)
+    if net.num_addresses == 1:
+        return HeaderMatch(name=CLIENT_IP_HEADER, kind="exact", value=str(net.network_address))
+    if net.version == 6:
+        raise UnsupportedMatcher(
+            f"ClientIP with an IPv6 range ({arg}) is not translated yet", column
+        )
+    return HeaderMatch(name=CLIENT_IP_HEADER, kind="regex", value=ipv4_network_regex(net))
+
+
+def ipv4_network_regex(net: ipaddress.IPv4Network) -> str:
+    """A regex matching the dotted-quad text of exactly the addresses of ``net``."""
+    octets = str(net.network_address).split(".")
+    fixed, rest = divmod(net.prefixlen, 8)
+    parts = [re2.escape(o) for o in octets[:fixed]]
+    if fixed < 4:
+        lo = int(octets[fixed])
+        hi = lo + (1 << (8 - rest)) - 1
+        parts.append("(?:" + "|".join(str(v) for v in range(lo, hi + 1)) + ")")
+        parts.extend(["(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"] * (3 - fixed))
+    return r"\.".join(parts)
+
+
+def _host_regexp_v3(pattern: str, column: int) -> str | None:
+    """Traefik searches the lower-cased host without port or trailing dot; Envoy sees the raw
+    authority. None when the pattern also matches the empty string: Traefik tries it against
+    the (empty) flattened CNAME too, so such a pattern matches every request."""
+    if re2.search(pattern, ""):
+        return None
+    try:
+        start, body, end = rx.split_anchors(pattern)
+        body = rx.lowercase_view(body)
+    except rx.RegexRewriteError as exc:
+        raise UnsupportedMatcher(f"HostRegexp: {exc}", column) from exc
+    head = "" if start else "[^:]*"
+    tail = "" if end else "[^:]*"
+    return f"{head}(?:{body}){tail}\\.?{_PORT}"
+
+
+def _leaf(matcher: Matcher, syntax: Syntax) -> Conditions | str:
+    """One positive matcher → (path condition, header conditions, query conditions), or
+    ALWAYS / NEVER_MATCH for matchers whose outcome does not depend on the request."""
+    name, args, col = matcher.name, matcher.args, matcher.column
     if name in ("Host", "HostHeader"):
-        if args[0] == "*":
-            return None, [], []
-        return None, [HeaderMatch(name=":authority", kind="regex", value=_host_regex(args[0]))], []
+        if args[0] == "*" and syntax == "v3":
+            return ALWAYS
+        wildcard = syntax == "v3"
+        regex = _host_regex(args[0], wildcard)
+        return None, [HeaderMatch(name=":authority", kind="regex", value=regex)], []
     if name == "HostRegexp":
         if syntax == "v2":
             regex = _strip_anchors(rules.v2_template_to_regex(args[0], "host"))
             value = f"(?i)(?:{regex}){_PORT}"
         else:
-            value = _host_regexp_v3(args[0])
+            v3 = _host_regexp_v3(args[0], col)
+            if v3 is None:
+                return ALWAYS
+            value = v3
         return None, [HeaderMatch(name=":authority", kind="regex", value=value)], []
-    if name == "Path":
+    if name in ("Path", "PathPrefix"):
+        prefix = name == "PathPrefix"
         if syntax == "v2" and "{" in args[0]:
-            regex = _strip_anchors(rules.v2_template_to_regex(args[0], "path"))
-            return PathMatch(kind="regex", value=regex), [], []
-        return PathMatch(kind="exact", value=args[0]), [], []
-    if name == "PathPrefix":
-        if syntax == "v2" and "{" in args[0]:
-            regex = _strip_anchors(rules.v2_template_to_regex(args[0], "pathprefix"))
-            return PathMatch(kind="regex", value=f"(?:{regex})(?s:.*)"), [], []
-        return PathMatch(kind="prefix", value=args[0]), [], []
+            regex = rules.v2_template_to_regex(args[0], "pathprefix" if prefix else "path")
+            regex = rx.percent_view(_strip_anchors(regex))
+            return PathMatch(kind="regex", value=f"(?:{regex})(?s:.*)" if prefix else regex), [], []
+        if rx.needs_path_regex(args[0]):
+            regex = _path_regex(args[0])
+            return PathMatch(kind="regex", value=f"{regex}(?s:.*)" if prefix else regex), [], []
+        return PathMatch(kind="prefix" if prefix else "exact", value=args[0]), [], []
     if name == "PathRegexp":
-        return PathMatch(kind="regex", value=_unanchored(args[0])), [], []
+        return PathMatch(kind="regex", value=_unanchored(rx.percent_view(args[0]))), [], []
     if name == "Method":
         return None, [HeaderMatch(name=":method", kind="exact", value=args[0].upper())], []
-    if name in ("Header", "Headers"):
-        return None, [HeaderMatch(name=args[0].lower(), kind="exact", value=args[1])], []
-    if name in ("HeaderRegexp", "HeadersRegexp"):
-        return (
-            None,
-            [HeaderMatch(name=args[0].lower(), kind="regex", value=_unanchored(args[1]))],
-            [],
-        )
+    if name in ("Header", "Headers", "HeaderRegexp", "HeadersRegexp"):
+        header = _header_name(args[0], col)
+        if header == "host":
+            return NEVER_MATCH  # Go keeps Host out of the header map: Traefik never matches it
+        if name in ("Header", "Headers"):
+            return None, [HeaderMatch(name=header, kind="exact", value=args[1])], []
+        return None, [HeaderMatch(name=header, kind="regex", value=_unanchored(args[1]))], []
     if name == "Query":
         if syntax == "v2":
             key, _, value = args[0].partition("=")
             if "{" in args[0]:
-                raise UnsupportedMatcher(
-                    "v2 Query templates are not translated yet", matcher.column
-                )
-            # v2 reads the first value of the key; an empty value matches any value.
+                raise UnsupportedMatcher("v2 Query templates are not translated yet", col)
+            # v2 reads the first value of the key (as Envoy does); an empty value matches any.
             if not value:
                 return None, [], [QueryMatch(name=key, kind="present")]
             return None, [], [QueryMatch(name=key, kind="exact", value=value)]
-        return (
-            None,
-            [],
-            [QueryMatch(name=args[0], kind="exact", value=args[1] if len(args) > 1 else "")],
-        )
+        wanted = None if len(args) == 1 else "".join(_query_literal(c) for c in args[1])
+        return None, [_query_param(args[0], wanted)], []
     if name == "QueryRegexp":
-        pattern = _unanchored(args[1]) if len(args) > 1 else ""
-        return None, [], [QueryMatch(name=args[0], kind="regex", value=pattern)]
-    raise UnsupportedMatcher(f"{name} is not translated to Envoy yet", matcher.column)
+        if len(args) == 1:
+            return None, [_query_param(args[0], None)], []
+        try:
+            start, body, end = rx.split_anchors(args[1])
+        except rx.RegexRewriteError as exc:
+            raise UnsupportedMatcher(f"QueryRegexp: {exc}", col) from exc
+        value = f"{'' if start else '[^&]*'}(?:{body}){'' if end else '[^&]*'}"
+        return None, [_query_param(args[0], value)], []
+    if name == "ClientIP":
+        return None, [_client_ip(args[0], col)], []
+    raise UnsupportedMatcher(f"{name} is not translated to Envoy", col)
 
 
-def _conjunction(conj: Sequence[tuple[bool, Matcher]], syntax: Syntax) -> Match | None:
+def _conjunction(
+    conj: Sequence[tuple[bool, Matcher]], syntax: Syntax, max_program_size: int
+) -> Match | None:
     """An AND of (negated, matcher) leaves → one Match, or None if it can never match."""
     path: PathMatch | None = None
     headers: list[HeaderMatch] = []
     query: list[QueryMatch] = []
     for negated, matcher in conj:
-        if not negated and matcher.name in ("Host", "HostHeader") and matcher.args[0] == "*":
+        leaf = _leaf(matcher, syntax)
+        if isinstance(leaf, str):
+            if (leaf == ALWAYS) == negated:
+                return None  # this conjunct is false for every request
             continue
-        if negated and matcher.name in ("Host", "HostHeader") and matcher.args[0] == "*":
-            return None  # !Host(`*`) matches nothing
-        p, hs, qs = _leaf(matcher, syntax)
+        p, hs, qs = leaf
         if negated:
             if qs:
                 raise UnsupportedMatcher(
-                    f"a negated {matcher.name} cannot be expressed by an Envoy route match yet",
+                    f"a negated v2 {matcher.name} cannot be expressed by an Envoy route match",
                     matcher.column,
                 )
             conds = [_path_header(p)] if p is not None else []
             conds.extend(hs)
-            if len(conds) != 1:
-                raise UnsupportedMatcher(f"cannot negate {matcher.name}", matcher.column)
             headers.append(replace(conds[0], invert=True))
             continue
         if p is not None:
@@ -196,6 +272,16 @@ def _conjunction(conj: Sequence[tuple[bool, Matcher]], syntax: Syntax) -> Match 
                 headers.append(_path_header(p))
         headers.extend(hs)
         query.extend(qs)
+        for regex in [h.value for h in hs if h.kind == "regex"] + (
+            [p.value] if p is not None and p.kind == "regex" else []
+        ):
+            if rx.program_size(regex) > max_program_size:
+                raise UnsupportedMatcher(
+                    f"{matcher.name}: the regex Envoy needs is too large (RE2 program size "
+                    f"{rx.program_size(regex)} > {max_program_size}, "
+                    "re2.max_program_size.error_level in the bootstrap)",
+                    matcher.column,
+                )
     return Match(
         path=path if path is not None else PathMatch(kind="prefix", value=""),
         headers=tuple(headers),
@@ -203,12 +289,14 @@ def _conjunction(conj: Sequence[tuple[bool, Matcher]], syntax: Syntax) -> Match 
     )
 
 
-def rule_to_matches(expr: rules.Expr, syntax: Syntax, limit: int = 64) -> tuple[Match, ...]:
+def rule_to_matches(
+    expr: rules.Expr, syntax: Syntax, limit: int = 64, max_program_size: int = 1000
+) -> tuple[Match, ...]:
     """Every disjunct of the rule as a Match, in rule order. Raises RuleError."""
     dnf = rules.to_dnf(_expand_multi(expr, syntax), limit=limit)
     out: list[Match] = []
     for conj in dnf:
-        m = _conjunction(conj, syntax)
+        m = _conjunction(conj, syntax, max_program_size)
         if m is not None and m not in out:
             out.append(m)
     return tuple(out)

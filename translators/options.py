@@ -20,3 +20,5 @@ class Options:
     allow_external_name_services: bool = False
     # A rule whose DNF has more alternatives than this is refused (it would explode the table).
     max_rule_alternatives: int = 64
+    # Largest RE2 program a generated regex may have; the bootstrap raises Envoy's limit to it.
+    max_regex_program_size: int = 1000

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from envoy.config.accesslog.v3 import accesslog_pb2 as accesslog_v3
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2 as mutation_v3
 from envoy.config.core.v3 import address_pb2 as address_v3
 from envoy.config.core.v3 import base_pb2 as base_v3
+from envoy.config.core.v3 import extension_pb2 as extension_v3
 from envoy.config.core.v3 import substitution_format_string_pb2 as fmt_v3
 from envoy.config.listener.v3 import listener_components_pb2 as listener_components_v3
 from envoy.config.listener.v3 import listener_pb2 as lds_v3
@@ -12,10 +14,41 @@ from envoy.extensions.filters.http.router.v3 import router_pb2 as router_v3
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_v3,
 )
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early_v3,
+)
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import ads_source, pack
-from translators.ir import Listener
+from translators.ir import CLIENT_IP_HEADER, Listener
+
+# Set before route selection, as Traefik's entry point does before its router runs: the TCP
+# peer for ClientIP rules, and X-Forwarded-Host (Traefik trusts no forwarded headers by default,
+# so a client's value never reaches a Header rule).
+_EARLY_HEADERS = (
+    (CLIENT_IP_HEADER, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
+)
+
+
+def _early_mutation() -> extension_v3.TypedExtensionConfig:
+    overwrite = base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+    return extension_v3.TypedExtensionConfig(
+        name="envoy.http.early_header_mutation.header_mutation",
+        typed_config=pack(
+            early_v3.HeaderMutation(
+                mutations=[
+                    mutation_v3.HeaderMutation(
+                        append=base_v3.HeaderValueOption(
+                            header=base_v3.HeaderValue(key=key, value=value),
+                            append_action=overwrite,
+                        )
+                    )
+                    for key, value in _EARLY_HEADERS
+                ]
+            )
+        ),
+    )
 
 
 def _local_reply() -> hcm_v3.LocalReplyConfig:
@@ -56,6 +89,7 @@ def build_listener(listener: Listener) -> lds_v3.Listener:
         # The client address is the TCP peer, as in Traefik without trusted forwarded headers.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         local_reply_config=_local_reply(),
+        early_header_mutation_extensions=[_early_mutation()],
         # Traefik (since v3.3.6) cleans ``.``/``..`` segments and repeated slashes before
         # routing; escaped slashes stay as they are (reserved characters are not decoded).
         normalize_path=wrappers_pb2.BoolValue(value=True),

@@ -7,7 +7,8 @@ the one virtual host rather than separate virtual hosts.
 
 Request headers Traefik sets and applications rely on are added here, overwriting what the client
 sent (Traefik trusts no forwarded headers by default): X-Forwarded-For, X-Real-Ip,
-X-Forwarded-Host, X-Forwarded-Port, X-Forwarded-Server. Envoy itself sets X-Forwarded-Proto.
+X-Forwarded-Port, X-Forwarded-Server. Envoy itself sets X-Forwarded-Proto, and the listener sets
+X-Forwarded-Host before routing (see listener.py).
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import duration
-from translators.ir import DirectResponse, Forward, HeaderMatch, Match, QueryMatch, Route
+from translators.ir import (
+    CLIENT_IP_HEADER,
+    DirectResponse,
+    Forward,
+    HeaderMatch,
+    Match,
+    QueryMatch,
+    Route,
+)
 
 _FORWARDED_HEADERS = (
     ("x-forwarded-for", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
     ("x-real-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
-    ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
     ("x-forwarded-port", "%DOWNSTREAM_LOCAL_PORT%"),
     ("x-forwarded-server", "%HOSTNAME%"),
 )
@@ -114,6 +122,7 @@ def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.Rout
             )
             for key, value in _FORWARDED_HEADERS
         ],
+        request_headers_to_remove=[CLIENT_IP_HEADER],
     )
     return rds_v3.RouteConfiguration(
         name=name, virtual_hosts=[vhost], validate_clusters=wrappers_pb2.BoolValue(value=False)
