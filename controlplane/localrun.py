@@ -91,6 +91,7 @@ class Backend:
         self.name = name
         self.status = status
         self.requests = 0
+        self._lock = threading.Lock()
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -102,7 +103,8 @@ class Backend:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body_in = self.rfile.read(length) if length else b""
-                backend.requests += 1
+                with backend._lock:
+                    backend.requests += 1
                 body = json.dumps(
                     {
                         "backend": backend.name,
@@ -125,7 +127,13 @@ class Backend:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A peer that goes away mid-response (Envoy stopping) is not an error here.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.host = host
         self.port = int(self.server.server_address[1])

@@ -46,10 +46,12 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         for name, text in files.items():
             (config / name).write_text(text)
         web = free_port()
-        cp = ControlPlane(config, tmp_path, {"web": web}, extra_args=extra_args).start()
-        envoy = Envoy(cp.xds_port, tmp_path).start()
+        cp = ControlPlane(config, tmp_path, {"web": web}, extra_args=extra_args)
+        envoy = Envoy(cp.xds_port, tmp_path)
         stack = Stack(config=config, workdir=tmp_path, controlplane=cp, envoy=envoy, web_port=web)
-        stacks.append(stack)
+        stacks.append(stack)  # registered first: a start that fails still gets cleaned up
+        cp.start()
+        envoy.start()
         return stack
 
     yield make

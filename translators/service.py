@@ -12,6 +12,7 @@ Resolution follows Traefik's CRD provider (``pkg/provider/kubernetes/crd/kuberne
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -53,11 +54,11 @@ class ServiceResolver:
     def _fail(self, ref: SourceRef, path: str, reason: str, message: str) -> BackendError:
         return BackendError(Diagnostic(source=ref, field=path, reason=reason, message=message))
 
-    def _warn(self, out: Backends, ref: SourceRef, path: str, message: str) -> None:
+    def _warn(
+        self, out: Backends, ref: SourceRef, path: str, message: str, reason: str = "Unsupported"
+    ) -> None:
         out.warnings.append(
-            Diagnostic(
-                source=ref, field=path, reason="Unsupported", message=message, severity="warning"
-            )
+            Diagnostic(source=ref, field=path, reason=reason, message=message, severity="warning")
         )
 
     def resolve(
@@ -319,16 +320,33 @@ class ServiceResolver:
             )
             if target is None:
                 continue
-            for ep in sl.endpoints or ():
+            family = 4 if sl.address_type == "IPv4" else 6
+            for i, ep in enumerate(sl.endpoints or ()):
                 if ep.conditions.serving is False:
                     continue
                 draining = bool(ep.conditions.terminating)
-                for addr in ep.addresses:
+                for j, addr in enumerate(ep.addresses):
+                    if not _is_ip(addr, family):
+                        self._warn(
+                            out,
+                            entry.ref,
+                            f"endpoints[{i}].addresses[{j}]",
+                            f"{addr!r} is not an {sl.address_type} address; ignored",
+                            reason="InvalidEndpoint",
+                        )
+                        continue
                     key = (addr, target)
                     prev = seen.get(key)
                     if prev is None or (prev.draining and not draining):
                         seen[key] = Endpoint(address=addr, port=target, draining=draining)
         return tuple(seen[k] for k in sorted(seen))
+
+
+def _is_ip(text: str, family: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == family
+    except ValueError:
+        return False
 
 
 def _camel(snake: str) -> str:

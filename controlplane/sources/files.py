@@ -116,7 +116,17 @@ class FileSource:
     # -- reading ----------------------------------------------------------------------------------
 
     def _walk(self) -> Iterator[Path]:
+        seen: set[tuple[int, int]] = set()  # directories by (device, inode): symlink loops
         for root, dirs, files in os.walk(self.directory, followlinks=True):
+            try:
+                st = os.stat(root)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for f in sorted(files):
                 if not f.startswith(".") and f.endswith(_SUFFIXES):

@@ -68,9 +68,19 @@ def api_group(api_version: str) -> str:
     return api_version.rpartition("/")[0]
 
 
+_UNION_TAGS = frozenset({"int", "str", "float", "bool", "list", "dict", "none", "nullable"})
+
+
+def _is_union_tag(part: str) -> bool:
+    """pydantic names the member of a union it tried (``port.int``, ``port.str``)."""
+    return part in _UNION_TAGS or part.startswith(("literal[", "function-", "list[", "dict["))
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and _is_union_tag(part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -124,10 +134,15 @@ def load_object(
     try:
         obj = model.model_validate(doc)
     except ValidationError as exc:
-        diags = []
+        # One diagnostic per field: a union reports each member it tried.
+        messages: dict[str, list[str]] = {}
         for err in exc.errors(include_url=False):
             path = _field_path(tuple(err["loc"]))
-            diags.append(_diag(ref, path, "InvalidObject", err["msg"]))
+            if err["msg"] not in messages.setdefault(path, []):
+                messages[path].append(err["msg"])
+        diags = [
+            _diag(ref, path, "InvalidObject", "; or ".join(msgs)) for path, msgs in messages.items()
+        ]
         return None, ref, diags
     return obj, ref, []
 
