@@ -95,6 +95,9 @@ class Match:
     path: PathMatch = PathMatch(kind="prefix", value="")
     headers: tuple[HeaderMatch, ...] = ()
     query: tuple[QueryMatch, ...] = ()
+    # The one host a request must have for this match to hold (lower-case, no trailing dot), when
+    # the rule pins it with a plain Host(); lets the back end put the route in that virtual host.
+    exact_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

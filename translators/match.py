@@ -248,7 +248,13 @@ def _conjunction(
     path: PathMatch | None = None
     headers: list[HeaderMatch] = []
     query: list[QueryMatch] = []
+    exact_host: str | None = None
     for negated, matcher in conj:
+        host = _plain_host(matcher, syntax) if not negated else None
+        if host is not None:
+            if exact_host is not None and host != exact_host:
+                return None  # Host(a) && Host(b): no request has two hosts
+            exact_host = host
         leaf = _leaf(matcher, syntax)
         if isinstance(leaf, str):
             if (leaf == ALWAYS) == negated:
@@ -286,7 +292,21 @@ def _conjunction(
         path=path if path is not None else PathMatch(kind="prefix", value=""),
         headers=tuple(headers),
         query=tuple(query),
+        exact_host=exact_host,
     )
+
+
+_PLAIN_HOST = re2.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
+
+
+def _plain_host(matcher: Matcher, syntax: Syntax) -> str | None:
+    """The host a positive Host() pins, if it is a plain DNS name (no wildcard, no IPv6)."""
+    if matcher.name not in ("Host", "HostHeader") or len(matcher.args) != 1:
+        return None
+    host = matcher.args[0].strip().lower().rstrip(".")
+    if not _PLAIN_HOST.fullmatch(host) or (syntax == "v3" and host.startswith("*")):
+        return None
+    return host
 
 
 def rule_to_matches(

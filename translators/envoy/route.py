@@ -110,10 +110,14 @@ def build_route(route: Route) -> route_v3.Route:
     return out
 
 
-def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.RouteConfiguration:
-    vhost = route_v3.VirtualHost(
-        name="all",
-        domains=["*"],
+# Above this many route entries, one virtual host per host would cost more than it saves.
+MAX_VHOST_FANOUT = 200_000
+
+
+def _vhost(name: str, domains: list[str], routes: Sequence[Route]) -> route_v3.VirtualHost:
+    return route_v3.VirtualHost(
+        name=name,
+        domains=domains,
         routes=[build_route(r) for r in routes],
         request_headers_to_add=[
             base_v3.HeaderValueOption(
@@ -124,6 +128,35 @@ def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.Rout
         ],
         request_headers_to_remove=[CLIENT_IP_HEADER],
     )
+
+
+def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.RouteConfiguration:
+    """Routes in priority order, laid out in virtual hosts without changing that order.
+
+    A route whose rule pins one plain host (``Host(`a.example.com`) && …``) can only match
+    requests for that host, so it goes into that host's virtual host only. Every other route
+    (no host, a wildcard, a regex, a negation) goes into every virtual host *and* the ``*`` one,
+    at its place in the global order. Envoy picks the virtual host by a hash lookup of the
+    Host (case-insensitive, port ignored), then walks only that host's routes: a table of
+    thousands of hosts costs each request a few route checks, and first-match order is
+    exactly Traefik's. Each route keeps its own ``:authority`` condition, so the layout is an
+    optimisation, never a change of meaning.
+    """
+    hosts = sorted({r.match.exact_host for r in routes if r.match.exact_host is not None})
+    shared = [r for r in routes if r.match.exact_host is None]
+    if not hosts or len(hosts) * max(1, len(shared)) > MAX_VHOST_FANOUT:
+        vhosts = [_vhost("all", ["*"], routes)]
+    else:
+        vhosts = [
+            _vhost(
+                host, [host, f"{host}."], [r for r in routes if r.match.exact_host in (None, host)]
+            )
+            for host in hosts
+        ]
+        vhosts.append(_vhost("all", ["*"], shared))
     return rds_v3.RouteConfiguration(
-        name=name, virtual_hosts=[vhost], validate_clusters=wrappers_pb2.BoolValue(value=False)
+        name=name,
+        virtual_hosts=vhosts,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        ignore_port_in_host_matching=True,
     )

@@ -1,0 +1,369 @@
+"""How long the translation pipeline takes for 1,000 and 10,000 IngressRoutes, by stage.
+
+Generates N IngressRoutes with varied rules (Host, Host && PathPrefix, (Host || Host) && Method,
+PathRegexp, Header, Query, HostRegexp, explicit priorities, v2 syntax), each with its own Service
+and EndpointSlice so every route resolves to real endpoints, written as multi-document YAML files
+of ~100 objects into a temporary directory. Then times, median of ``--runs`` runs:
+
+(a) load+validate  FileSource scan + publish (read, YAML parse, pydantic models)
+(b) front end      build_world + translate_world (IR)
+(c) back end       build_resources (Envoy protos)
+(d) snapshot       make_snapshot (deterministic serialization + hashing + Any packing)
+
+and, as a baseline, PyYAML's C loader alone on the same files.
+
+    .venv/bin/python -m benchmarks.translate [--sizes 1000 10000] [--runs 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from benchmarks.report import machine_line, median, table, write_section
+from controlplane.sources.files import FileSource
+from controlplane.store import ResourceStore
+from controlplane.xds.cache import make_snapshot
+from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
+from translators.ir import EntryPoint
+from translators.options import Options
+from translators.translate import translate_world
+from translators.world import build_world
+
+T = TypeVar("T")
+
+OPTIONS = Options(entrypoints=(EntryPoint(name="web", address="127.0.0.1", port=8000),))
+OBJECTS_PER_FILE = 99  # 33 (IngressRoute, Service, EndpointSlice) triples
+
+
+def rule_for(i: int) -> tuple[str, dict[str, Any]]:
+    """The ``match`` of IngressRoute ``i`` and extra route fields (priority, syntax)."""
+    h = f"svc{i}.example.com"
+    v = i % 10
+    if v == 0:
+        return f"Host(`{h}`)", {}
+    if v == 1:
+        return f"Host(`{h}`) && PathPrefix(`/api/v{i}`)", {}
+    if v == 2:
+        return f"(Host(`a{i}.example.com`) || Host(`b{i}.example.com`)) && Method(`GET`)", {}
+    if v == 3:
+        return f"Host(`{h}`) && PathRegexp(`^/items/[0-9]+$`)", {}
+    if v == 4:
+        return f"Host(`{h}`) && Header(`X-Tenant`, `t{i}`)", {}
+    if v == 5:
+        return f"Host(`{h}`) && Query(`version`, `v{i}`)", {}
+    if v == 6:
+        return f"HostRegexp(`^[a-z]+\\.svc{i}\\.example\\.org$`)", {}
+    if v == 7:
+        return f"Host(`{h}`) && PathPrefix(`/static`)", {"priority": 1000 + i % 50}
+    if v == 8:
+        return (
+            f"Host(`{h}`, `alt{i}.example.com`) && PathPrefix(`/products/{{id:[0-9]+}}`)",
+            {"syntax": "v2"},
+        )
+    return f"HostRegexp(`{{sub:[a-z]+}}.svc{i}.example.net`) && Headers(`X-A`, `1`)", {
+        "syntax": "v2"
+    }
+
+
+def objects_for(i: int) -> list[dict[str, Any]]:
+    ns = f"team{i % 8}"
+    name = f"svc{i}"
+    match, extra = rule_for(i)
+    routes: list[dict[str, Any]] = [
+        {"match": match, "kind": "Rule", "services": [{"name": name, "port": 80}], **extra}
+    ]
+    if i % 7 == 0:  # some IngressRoutes carry a second route
+        routes.append(
+            {
+                "match": f"Host(`svc{i}.example.com`) && Path(`/healthz`)",
+                "services": [{"name": name, "port": "http"}],
+            }
+        )
+    a, b = divmod(i, 250)
+    return [
+        {
+            "apiVersion": "traefik.io/v1alpha1",
+            "kind": "IngressRoute",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"entryPoints": ["web"], "routes": routes},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-abcde",
+                "namespace": ns,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": [f"10.{a % 250}.{b}.{k + 1}"], "conditions": {"ready": True}}
+                for k in range(2)
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        },
+    ]
+
+
+def write_tree(directory: Path, n: int) -> int:
+    """Write N IngressRoutes (+ Services, EndpointSlices); return the number of files."""
+    docs: list[dict[str, Any]] = []
+    files = 0
+
+    def flush() -> None:
+        nonlocal files, docs
+        if docs:
+            path = directory / f"objects-{files:04d}.yaml"
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+            files += 1
+            docs = []
+
+    for i in range(n):
+        docs.extend(objects_for(i))
+        if len(docs) >= OBJECTS_PER_FILE:
+            flush()
+    flush()
+    return files
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def yaml_baseline(directory: Path) -> int:
+    count = 0
+    for path in sorted(directory.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        count += sum(1 for _ in yaml.load_all(text, Loader=yaml.CSafeLoader))
+    return count
+
+
+def load(directory: Path) -> ResourceStore:
+    store = ResourceStore([FileSource.name])
+    source = FileSource(directory, store)
+    source.scan()
+    source.publish()
+    return store
+
+
+def run_once(directory: Path) -> dict[str, Any]:
+    t_yaml, ndocs = timed(lambda: yaml_baseline(directory))
+    t_load, store = timed(lambda: load(directory))
+
+    def front() -> Any:
+        world, world_diags = build_world(store.objects())
+        return world_diags, translate_world(world, OPTIONS)
+
+    t_front, (world_diags, result) = timed(front)
+    t_back, resources = timed(lambda: build_resources(result.ir))
+    t_snap, snapshot = timed(lambda: make_snapshot(resources))
+    diags = [*store.diagnostics(), *world_diags, *result.diagnostics]
+    return {
+        "yaml": t_yaml,
+        "load": t_load,
+        "front": t_front,
+        "back": t_back,
+        "snapshot": t_snap,
+        "total": t_load + t_front + t_back + t_snap,
+        "docs": ndocs,
+        "diags": diags,
+        "resources": resources,
+        "snapshot_obj": snapshot,
+    }
+
+
+def counts(resources: Any, snapshot: Any) -> dict[str, int]:
+    routes = vhosts = 0
+    route_bytes = 0
+    for _, rc in resources.by_type[ROUTE]:
+        vhosts += len(rc.virtual_hosts)
+        routes += sum(len(vh.routes) for vh in rc.virtual_hosts)
+    for prepared in snapshot.get(ROUTE).resources.values():
+        route_bytes += len(prepared.packed.value)
+    return {
+        "listeners": len(resources.by_type[LISTENER]),
+        "route_configs": len(resources.by_type[ROUTE]),
+        "virtual_hosts": vhosts,
+        "routes": routes,
+        "clusters": len(resources.by_type[CLUSTER]),
+        "load_assignments": len(resources.by_type[ENDPOINT]),
+        "route_config_bytes": route_bytes,
+    }
+
+
+def profile_top(directory: Path, limit: int = 12) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    run_once(directory)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(limit)
+    return buf.getvalue()
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:,.0f} ms" if x >= 0.1 else f"{x * 1000:,.1f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--runs", type=int, default=3, help="runs per size (median reported)")
+    p.add_argument("--profile", action="store_true", help="cProfile the largest size once")
+    p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    args = p.parse_args(argv)
+
+    rows = []
+    count_rows = []
+    notes: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="switchman-bench-translate-"))
+    try:
+        for n in args.sizes:
+            d = tmp / f"n{n}"
+            d.mkdir()
+            files = write_tree(d, n)
+            size_mb = sum(f.stat().st_size for f in d.iterdir()) / 1e6
+            runs = []
+            for r in range(max(1, args.runs)):
+                res = run_once(d)
+                runs.append(res)
+                print(
+                    f"N={n:>6} run {r + 1}: load {ms(res['load'])}, front {ms(res['front'])}, "
+                    f"back {ms(res['back'])}, snapshot {ms(res['snapshot'])}, "
+                    f"total {ms(res['total'])}; yaml C loader {ms(res['yaml'])}",
+                    flush=True,
+                )
+            med = {k: median([r[k] for r in runs]) for k in ("yaml", "load", "front", "back")}
+            med["snapshot"] = median([r["snapshot"] for r in runs])
+            med["total"] = median([r["total"] for r in runs])
+            last = runs[-1]
+            c = counts(last["resources"], last["snapshot_obj"])
+            errors = [dg for dg in last["diags"] if dg.severity == "error"]
+            if last["diags"]:
+                notes.append(
+                    f"N={n}: {len(last['diags'])} diagnostics ({len(errors)} errors), "
+                    f"first: {last['diags'][0]}"
+                )
+            ratio = med["total"] / med["yaml"]
+            per_route_us = med["total"] / n * 1e6
+            rows.append(
+                [
+                    f"{n:,}",
+                    f"{last['docs']:,} docs / {files} files / {size_mb:.1f} MB",
+                    ms(med["load"]),
+                    ms(med["front"]),
+                    ms(med["back"]),
+                    ms(med["snapshot"]),
+                    f"**{ms(med['total'])}**",
+                    f"{per_route_us:,.0f} µs",
+                    ms(med["yaml"]),
+                    f"{ratio:.1f}×",
+                ]
+            )
+            count_rows.append(
+                [
+                    f"{n:,}",
+                    c["listeners"],
+                    c["route_configs"],
+                    c["virtual_hosts"],
+                    f"{c['routes']:,}",
+                    f"{c['clusters']:,}",
+                    f"{c['load_assignments']:,}",
+                    f"{c['route_config_bytes'] / 1e6:.2f} MB ({c['route_config_bytes']:,} B)",
+                ]
+            )
+            print(
+                f"N={n}: median total {ms(med['total'])} = load {ms(med['load'])} + front "
+                f"{ms(med['front'])} + back {ms(med['back'])} + snapshot {ms(med['snapshot'])}; "
+                f"yaml C loader {ms(med['yaml'])}; total/yaml = {ratio:.1f}x; {c}",
+                flush=True,
+            )
+        prof_text = ""
+        if args.profile:
+            prof_text = profile_top(tmp / f"n{max(args.sizes)}")
+            print(prof_text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    for note in notes:
+        print("note:", note)
+    stage_table = table(
+        [
+            "IngressRoutes",
+            "input",
+            "(a) load+validate",
+            "(b) front end",
+            "(c) back end",
+            "(d) snapshot",
+            "total",
+            "per IngressRoute",
+            "PyYAML C loader alone",
+            "total / YAML",
+        ],
+        rows,
+    )
+    count_table = table(
+        [
+            "IngressRoutes",
+            "listeners",
+            "RouteConfigurations",
+            "virtual hosts",
+            "Envoy routes",
+            "clusters",
+            "ClusterLoadAssignments",
+            "serialized RouteConfiguration",
+        ],
+        count_rows,
+    )
+    body = f"""## Translation pipeline
+
+{machine_line()} Median of {args.runs} runs per size, one process, warm (the first run of each
+size is included in the median; imports are not timed).
+
+Input: N IngressRoutes, one route each (every 7th has a second route), rules cycling through
+`Host`, `Host && PathPrefix`, `(Host || Host) && Method`, `Host && PathRegexp`, `Host && Header`,
+`Host && Query`, `HostRegexp`, `Host && PathPrefix` with an explicit priority, and two v2-syntax
+rules (`Host(a, b) && PathPrefix(/products/{{id:[0-9]+}})`, `HostRegexp({{sub:...}}) && Headers`);
+each IngressRoute has its own Service and EndpointSlice (two ready endpoints) across 8 namespaces,
+as YAML files of 99 objects each.
+
+Stages: (a) `FileSource.scan()` + `publish()`: read, YAML parse (C loader), pydantic models;
+(b) `build_world` + `translate_world`: rule parsing, priorities, service resolution → IR;
+(c) `build_resources`: IR → Envoy protos; (d) `make_snapshot`: deterministic serialization,
+SHA-256 per resource, `Any` packing. Baseline: `yaml.load_all(..., Loader=yaml.CSafeLoader)` on
+the same files, nothing else.
+
+{stage_table}
+
+What came out:
+
+{count_table}
+"""
+    if notes:
+        body += "\nDiagnostics: " + "; ".join(notes) + "\n"
+    if not args.no_write:
+        write_section("translate", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
