@@ -64,13 +64,13 @@ class DirectResponse:
     body: str = ""
 
 
-Action = Forward | DirectResponse
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PathMatch:
     kind: Literal["exact", "prefix", "regex"]
     value: str
+    # For an unanchored regex search (PathRegexp): the pattern searched for, so the condition
+    # can be moved into a ``:path`` header condition without running into the query.
+    search: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +100,43 @@ class Match:
     exact_host: str | None = None
 
 
+# Header values are literal, except these Envoy formatters the translator itself uses.
+ORIGINAL_PATH = "%PATH(NQ)%"
+DYNAMIC_VALUES = frozenset({ORIGINAL_PATH})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderOps:
+    """Header changes a route makes, in Traefik's order (set replaces; an empty value deletes)."""
+
+    request_set: tuple[tuple[str, str], ...] = ()
+    request_remove: tuple[str, ...] = ()
+    response_set: tuple[tuple[str, str], ...] = ()
+    response_remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rewrite:
+    """The one path rewrite Envoy allows per route: ``regex_rewrite`` on the path."""
+
+    pattern: str
+    substitution: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """A redirect answered by Envoy. Traefik picks the status by method and ``permanent``."""
+
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    strip_port: bool = False
+    status: int = 302
+
+
+Action = Forward | DirectResponse | Redirect
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """One Envoy route: one disjunct of one Traefik router's rule."""
@@ -116,6 +153,9 @@ class Route:
     # tie-breakers of the documented order.
     index: int = 0
     disjunct: int = 0
+    # What the route's middlewares do, in order: header changes and one composed path rewrite.
+    headers: HeaderOps = HeaderOps()
+    rewrite: Rewrite | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +185,7 @@ def to_plain(value: object) -> object:
         return [to_plain(v) for v in value]
     if hasattr(value, "__dataclass_fields__"):
         out: dict[str, object] = {}
-        if isinstance(value, Forward | DirectResponse):
+        if isinstance(value, Forward | DirectResponse | Redirect):
             out["type"] = type(value).__name__
         for name in value.__dataclass_fields__:
             out[name] = to_plain(getattr(value, name))

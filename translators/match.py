@@ -19,6 +19,7 @@ Semantics reproduced here (see reference/traefik.md §3):
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -52,7 +53,17 @@ def _host_regex(host: str, wildcard: bool = True) -> str:
     return f"(?i){re2.escape(host)}\\.?{_PORT}"
 
 
-def _path_header(path: PathMatch) -> HeaderMatch:
+def _path_header(path: PathMatch, column: int = 0) -> HeaderMatch:
+    """A path condition as a ``:path`` header condition, which also sees the query."""
+    if path.search is not None:
+        # An unanchored search on the path: it must neither run into nor end in the query.
+        try:
+            start, body, end = rx.split_anchors(path.search)
+        except rx.RegexRewriteError as exc:
+            raise UnsupportedMatcher(f"PathRegexp: {exc}", column) from exc
+        head = "" if start else "[^?]*"
+        tail = "" if end else "[^?]*"
+        return HeaderMatch(name=":path", kind="regex", value=f"{head}(?:{body}){tail}{_QUERY_TAIL}")
     if path.kind == "exact":
         return HeaderMatch(name=":path", kind="regex", value=re2.escape(path.value) + _QUERY_TAIL)
     if path.kind == "prefix":
@@ -206,7 +217,8 @@ def _leaf(matcher: Matcher, syntax: Syntax) -> Conditions | str:
             return PathMatch(kind="regex", value=f"{regex}(?s:.*)" if prefix else regex), [], []
         return PathMatch(kind="prefix" if prefix else "exact", value=args[0]), [], []
     if name == "PathRegexp":
-        return PathMatch(kind="regex", value=_unanchored(rx.percent_view(args[0]))), [], []
+        search = rx.percent_view(args[0])
+        return PathMatch(kind="regex", value=_unanchored(search), search=search), [], []
     if name == "Method":
         return None, [HeaderMatch(name=":method", kind="exact", value=args[0].upper())], []
     if name in ("Header", "Headers", "HeaderRegexp", "HeadersRegexp"):
@@ -243,22 +255,26 @@ def _leaf(matcher: Matcher, syntax: Syntax) -> Conditions | str:
 
 def _conjunction(
     conj: Sequence[tuple[bool, Matcher]], syntax: Syntax, max_program_size: int
-) -> Match | None:
-    """An AND of (negated, matcher) leaves → one Match, or None if it can never match."""
+) -> list[Match]:
+    """An AND of (negated, matcher) leaves → the Envoy matches that together express it
+    (none if it can never match; several when a negated header needs "absent or no line
+    matches", which one Envoy route cannot say)."""
     path: PathMatch | None = None
     headers: list[HeaderMatch] = []
     query: list[QueryMatch] = []
     exact_host: str | None = None
+    # Negated headers a request may lack: each is (absent) OR (present, no line matches).
+    optional: list[HeaderMatch] = []
     for negated, matcher in conj:
         host = _plain_host(matcher, syntax) if not negated else None
         if host is not None:
             if exact_host is not None and host != exact_host:
-                return None  # Host(a) && Host(b): no request has two hosts
+                return []  # Host(a) && Host(b): no request has two hosts
             exact_host = host
         leaf = _leaf(matcher, syntax)
         if isinstance(leaf, str):
             if (leaf == ALWAYS) == negated:
-                return None  # this conjunct is false for every request
+                return []  # this conjunct is false for every request
             continue
         p, hs, qs = leaf
         if negated:
@@ -267,33 +283,48 @@ def _conjunction(
                     f"a negated v2 {matcher.name} cannot be expressed by an Envoy route match",
                     matcher.column,
                 )
-            conds = [_path_header(p)] if p is not None else []
-            conds.extend(hs)
-            headers.append(replace(conds[0], invert=True))
+            cond = _path_header(p, matcher.column) if p is not None else hs[0]
+            if cond.name.startswith(":") or cond.name == CLIENT_IP_HEADER:
+                headers.append(replace(cond, invert=True))  # always present
+            else:
+                optional.append(cond)
             continue
         if p is not None:
             if path is None:
                 path = p
             else:
-                headers.append(_path_header(p))
+                headers.append(_path_header(p, matcher.column))
         headers.extend(hs)
         query.extend(qs)
-        for regex in [h.value for h in hs if h.kind == "regex"] + (
-            [p.value] if p is not None and p.kind == "regex" else []
-        ):
-            if rx.program_size(regex) > max_program_size:
-                raise UnsupportedMatcher(
-                    f"{matcher.name}: the regex Envoy needs is too large (RE2 program size "
-                    f"{rx.program_size(regex)} > {max_program_size}, "
-                    "re2.max_program_size.error_level in the bootstrap)",
-                    matcher.column,
-                )
-    return Match(
-        path=path if path is not None else PathMatch(kind="prefix", value=""),
-        headers=tuple(headers),
-        query=tuple(query),
-        exact_host=exact_host,
-    )
+    for cond in [*headers, *optional]:
+        _check_size(cond.value if cond.kind == "regex" else "", max_program_size)
+    if path is not None and path.kind == "regex":
+        _check_size(path.value, max_program_size)
+    out = []
+    for choice in itertools.product(*((True, False) for _ in optional)):
+        extra = [
+            HeaderMatch(name=c.name, kind="present", invert=True)
+            if absent
+            else replace(c, invert=True)
+            for c, absent in zip(optional, choice, strict=True)
+        ]
+        out.append(
+            Match(
+                path=path if path is not None else PathMatch(kind="prefix", value=""),
+                headers=(*headers, *extra),
+                query=tuple(query),
+                exact_host=exact_host,
+            )
+        )
+    return out
+
+
+def _check_size(regex: str, limit: int) -> None:
+    if regex and (size := rx.program_size(regex)) > limit:
+        raise UnsupportedMatcher(
+            f"the regex Envoy needs is too large (RE2 program size {size} > {limit}, "
+            "re2.max_program_size.error_level in the bootstrap)"
+        )
 
 
 _PLAIN_HOST = re2.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
@@ -316,7 +347,7 @@ def rule_to_matches(
     dnf = rules.to_dnf(_expand_multi(expr, syntax), limit=limit)
     out: list[Match] = []
     for conj in dnf:
-        m = _conjunction(conj, syntax, max_program_size)
-        if m is not None and m not in out:
-            out.append(m)
+        for m in _conjunction(conj, syntax, max_program_size):
+            if m not in out:
+                out.append(m)
     return tuple(out)
