@@ -8,12 +8,14 @@ diagnostic; the other routes are untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from translators import names, rules
 from translators.errors import Diagnostic, SourceRef
-from translators.ir import Action, DirectResponse, Forward, Route
+from translators.ir import Action, DirectResponse, Forward, HeaderMatch, Match, Route
 from translators.match import UnsupportedMatcher, rule_to_matches
+from translators.middlewares import MiddlewareTranslator
+from translators.middlewares.base import Plan
 from translators.models import IngressRoute
 from translators.options import Options
 from translators.rules import RuleError
@@ -26,6 +28,10 @@ class IngressRouteTranslator:
     world: World
     options: Options
     resolver: ServiceResolver
+    middlewares: MiddlewareTranslator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.middlewares = MiddlewareTranslator(world=self.world, options=self.options)
 
     def translate(self, entry: Entry[IngressRoute]) -> tuple[list[Route], list[Diagnostic]]:
         ir, ref = entry.obj, entry.ref
@@ -121,49 +127,9 @@ class IngressRouteTranslator:
                     "warning",
                 )
             )
-        for i, mw in enumerate(route.middlewares):
-            mw_ns = mw.namespace or ns
-            field = f"{path}.middlewares[{i}]"
-            if "@" in mw.name:
-                diags.append(
-                    _diag(
-                        ref,
-                        f"{field}.name",
-                        "Unsupported",
-                        f"cross-provider middleware {mw.name!r}; the route is not served",
-                    )
-                )
-            elif mw_ns != ns and not self.options.allow_cross_namespace:
-                diags.append(
-                    _diag(
-                        ref,
-                        f"{field}.namespace",
-                        "CrossNamespaceRefused",
-                        f"middleware {mw_ns}/{mw.name} is in another namespace "
-                        "(enable --allow-cross-namespace); the route is not served",
-                    )
-                )
-            elif (found := self.world.middlewares.get((mw_ns, mw.name))) is None:
-                diags.append(
-                    _diag(
-                        ref,
-                        f"{field}.name",
-                        "MiddlewareNotFound",
-                        f"middleware {mw_ns}/{mw.name} not found; the route is not served",
-                    )
-                )
-            else:
-                kinds = ", ".join(found.obj.types) or "(empty)"
-                diags.append(
-                    _diag(
-                        ref,
-                        f"{field}.name",
-                        "Unsupported",
-                        f"middleware {mw_ns}/{mw.name} ({kinds}) is not translated yet; "
-                        "the route is not served rather than served without it",
-                    )
-                )
-        if any(d.severity == "error" for d in diags):
+        policy = self.middlewares.apply(route.middlewares, ns, ref, f"{path}.middlewares")
+        diags.extend(policy.diagnostics)
+        if policy.not_served:
             return [], diags
 
         if not route.services:
@@ -201,23 +167,67 @@ class IngressRouteTranslator:
 
         router = names.router_name(ns, ir.metadata.name, route.match)
         priority = route.priority or rules.default_priority(route.match)
-        out = [
-            Route(
-                name=names.route_name(router, index, d),
-                router=router,
-                entrypoint=ep,
-                match=m,
-                action=action,
-                priority=priority,
-                source=ref,
-                rule=route.match,
-                index=index,
-                disjunct=d,
-            )
-            for ep in entrypoints
-            for d, m in enumerate(matches)
-        ]
+        if policy.fail_closed:
+            # Never forward without the protection its author asked for.
+            plans = [Plan(redirect=None)]
+            action = DirectResponse(status=500, body="Internal Server Error\n")
+        else:
+            plans = policy.plans
+        out = []
+        for ep in entrypoints:
+            for d, m in enumerate(matches):
+                for v, plan in enumerate(_port_variants(plans, m, diags, ref, path)):
+                    out.append(
+                        Route(
+                            name=names.route_name(router, index, d, v),
+                            router=router,
+                            entrypoint=ep,
+                            match=replace(m, headers=(*m.headers, *plan.conditions)),
+                            action=plan.redirect if plan.redirect is not None else action,
+                            priority=priority,
+                            source=ref,
+                            rule=route.match,
+                            index=index,
+                            disjunct=d * 1000 + v,
+                            headers=plan.header_ops(),
+                            rewrite=plan.path.rewrite(),
+                        )
+                    )
         return out, diags
+
+
+_NO_PORT = HeaderMatch(name=":authority", kind="regex", value=r"[^:]*|\[[^\]]*\]")
+
+
+def _port_variants(
+    plans: list[Plan], m: Match, diags: list[Diagnostic], ref: SourceRef, path: str
+) -> list[Plan]:
+    """Traefik's scheme redirect drops the request's port for the target's default port; Envoy
+    keeps it. A request without a port needs nothing; with one, the Location names the route's
+    host without it when the rule pins one host."""
+    out: list[Plan] = []
+    for plan in plans:
+        r = plan.redirect
+        if r is None or not r.strip_port:
+            out.append(plan)
+            continue
+        out.append(replace(plan, conditions=(*plan.conditions, _NO_PORT)))
+        with_port = (*plan.conditions, replace(_NO_PORT, invert=True))
+        if m.exact_host is not None:
+            out.append(replace(plan, conditions=with_port, redirect=replace(r, host=m.exact_host)))
+        else:
+            diags.append(
+                _diag(
+                    ref,
+                    f"{path}.middlewares",
+                    "Unsupported",
+                    "redirectScheme on a rule without a plain Host(): a request that names a "
+                    "port keeps it in Location (Traefik drops it)",
+                    "warning",
+                )
+            )
+            out.append(replace(plan, conditions=with_port))
+    return out
 
 
 def _diag(

@@ -36,5 +36,6 @@ def router_name(namespace: str, ingressroute: str, match: str) -> str:
     return f"{namespace}-{ingressroute}-{digest}"
 
 
-def route_name(router: str, index: int, disjunct: int) -> str:
-    return _cap(f"{router}/{index}/{disjunct}")
+def route_name(router: str, index: int, disjunct: int, variant: int = 0) -> str:
+    suffix = f"/{variant}" if variant else ""
+    return _cap(f"{router}/{index}/{disjunct}{suffix}")

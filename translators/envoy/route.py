@@ -24,11 +24,14 @@ from google.protobuf import wrappers_pb2
 from translators.envoy.common import duration
 from translators.ir import (
     CLIENT_IP_HEADER,
+    DYNAMIC_VALUES,
     DirectResponse,
     Forward,
     HeaderMatch,
+    HeaderOps,
     Match,
     QueryMatch,
+    Redirect,
     Route,
 )
 
@@ -80,9 +83,55 @@ def build_match(m: Match) -> route_v3.RouteMatch:
     return out
 
 
+_OVERWRITE = base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_REDIRECT_CODES = {
+    301: route_v3.RedirectAction.RedirectResponseCode.MOVED_PERMANENTLY,
+    302: route_v3.RedirectAction.RedirectResponseCode.FOUND,
+    303: route_v3.RedirectAction.RedirectResponseCode.SEE_OTHER,
+    307: route_v3.RedirectAction.RedirectResponseCode.TEMPORARY_REDIRECT,
+    308: route_v3.RedirectAction.RedirectResponseCode.PERMANENT_REDIRECT,
+}
+
+
+def _literal(value: str) -> str:
+    """Envoy treats ``%`` in header values as a formatter; a user's value is literal."""
+    return value if value in DYNAMIC_VALUES else value.replace("%", "%%")
+
+
+def _header_options(pairs: Sequence[tuple[str, str]]) -> list[base_v3.HeaderValueOption]:
+    return [
+        base_v3.HeaderValueOption(
+            header=base_v3.HeaderValue(key=k, value=_literal(v)), append_action=_OVERWRITE
+        )
+        for k, v in pairs
+    ]
+
+
+def _apply_header_ops(out: route_v3.Route, ops: HeaderOps) -> None:
+    out.request_headers_to_add.extend(_header_options(ops.request_set))
+    out.request_headers_to_remove.extend(h.lower() for h in ops.request_remove)
+    out.response_headers_to_add.extend(_header_options(ops.response_set))
+    out.response_headers_to_remove.extend(h.lower() for h in ops.response_remove)
+
+
+def _redirect(r: Redirect) -> route_v3.RedirectAction:
+    out = route_v3.RedirectAction(response_code=_REDIRECT_CODES[r.status])
+    if r.scheme:
+        out.scheme_redirect = r.scheme
+    if r.host:
+        out.host_redirect = r.host
+    if r.port:
+        out.port_redirect = r.port
+    return out
+
+
 def build_route(route: Route) -> route_v3.Route:
     out = route_v3.Route(name=route.name, match=build_match(route.match))
+    _apply_header_ops(out, route.headers)
     action = route.action
+    if isinstance(action, Redirect):
+        out.redirect.CopyFrom(_redirect(action))
+        return out
     if isinstance(action, DirectResponse):
         out.direct_response.status = action.status
         if action.body:
@@ -105,6 +154,9 @@ def build_route(route: Route) -> route_v3.Route:
         )
     # Traefik has no route timeout; Envoy's default is 15 s.
     ra.timeout.CopyFrom(duration(0))
+    if route.rewrite is not None:
+        ra.regex_rewrite.pattern.regex = route.rewrite.pattern
+        ra.regex_rewrite.substitution = route.rewrite.substitution
     if not action.pass_host_header:
         ra.auto_host_rewrite.value = True
     return out

@@ -1,0 +1,159 @@
+"""Middlewares through a real Envoy: what the client gets and what the backend sees."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+
+import pytest
+
+from controlplane.localrun import Backend
+from tests.support import Stack, service_yaml
+
+pytestmark = pytest.mark.envoy
+
+
+def middleware(name: str, spec: str, namespace: str = "default") -> str:
+    return f"""apiVersion: traefik.io/v1alpha1
+kind: Middleware
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+{spec}
+"""
+
+
+MIDDLEWARES = "---\n".join(
+    [
+        middleware("strip", "  stripPrefix: {prefixes: [/api, /v1]}"),
+        middleware("add", "  addPrefix: {prefix: /v2}"),
+        middleware("replace", "  replacePath: {path: /fixed}"),
+        middleware("regex", "  replacePathRegex: {regex: '^/foo/(.*)', replacement: '/bar/$1'}"),
+        middleware(
+            "hdrs",
+            """  headers:
+    customRequestHeaders: {X-Added: "yes", X-Drop: ""}
+    customResponseHeaders: {X-Resp: "a%b", X-Backend: ""}
+    frameDeny: true
+    contentTypeNosniff: true""",
+        ),
+        middleware("https", "  redirectScheme: {scheme: https}"),
+        middleware(
+            "https-perm", "  redirectScheme: {scheme: https, permanent: true, port: '8443'}"
+        ),
+        middleware("both", "  chain: {middlewares: [{name: strip}, {name: add}]}"),
+        middleware("digest", "  digestAuth: {secret: users}"),
+    ]
+)
+
+
+def route(match: str, *mws: str) -> str:
+    names = ", ".join(f"{{name: {m}}}" for m in mws)
+    return f"""  - match: {match}
+    middlewares: [{names}]
+    services: [{{name: app, port: 80}}]"""
+
+
+ROUTES = f"""apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {{name: mw, namespace: default}}
+spec:
+  routes:
+{route("Host(`strip.example`)", "strip")}
+{route("Host(`add.example`)", "add")}
+{route("Host(`replace.example`)", "replace")}
+{route("Host(`regex.example`)", "regex")}
+{route("Host(`hdrs.example`)", "hdrs")}
+{route("Host(`redirect.example`)", "https")}
+{route("Host(`perm.example`)", "https-perm")}
+{route("Host(`chain.example`)", "both")}
+{route("Host(`order.example`)", "add", "strip")}
+{route("Host(`digest.example`)", "digest")}
+"""
+
+
+@pytest.fixture
+def stack(backends: Callable[[str], Backend], make_stack: Callable[..., Stack]) -> Stack:
+    app = backends("app")
+    s = make_stack(
+        {"svc.yaml": service_yaml("app", [app]), "mw.yaml": MIDDLEWARES, "ir.yaml": ROUTES}
+    )
+    s.wait_serving(lambda: s.request("/", host="add.example")[0] == 200, "routes served")
+    return s
+
+
+def seen(stack: Stack, path: str, host: str, **kw: object) -> tuple[str, dict[str, str]]:
+    status, _, echo = stack.request(path, host=host, **kw)  # type: ignore[arg-type]
+    assert status == 200, (path, host, status)
+    headers = {k.lower(): v for k, v in echo["headers"]}  # type: ignore[union-attr]
+    return str(echo["path"]), headers
+
+
+def test_strip_prefix(stack: Stack) -> None:
+    path, h = seen(stack, "/api/users?x=1", "strip.example")
+    assert (path, h["x-forwarded-prefix"]) == ("/users?x=1", "/api")
+    assert seen(stack, "/apix", "strip.example")[0] == "/x"  # plain string prefix, slash added
+    assert seen(stack, "/api", "strip.example")[0] == "/"
+    path, h = seen(stack, "/v1/a", "strip.example")  # the second prefix
+    assert (path, h["x-forwarded-prefix"]) == ("/a", "/v1")
+    path, h = seen(stack, "/other", "strip.example")  # no prefix: untouched, no header
+    assert path == "/other" and "x-forwarded-prefix" not in h
+
+
+def test_add_prefix_and_chains_in_order(stack: Stack) -> None:
+    assert seen(stack, "/x", "add.example")[0] == "/v2/x"
+    # chain [strip, add]: /api/x → /x → /v2/x
+    path, h = seen(stack, "/api/x", "chain.example")
+    assert (path, h["x-forwarded-prefix"]) == ("/v2/x", "/api")
+    # [add, strip]: /api/x → /v2/api/x, which starts with neither /api nor /v1: unchanged
+    path, h = seen(stack, "/api/x", "order.example")
+    assert path == "/v2/api/x" and "x-forwarded-prefix" not in h
+
+
+def test_replace_path_and_regex(stack: Stack) -> None:
+    path, h = seen(stack, "/anything/here?q=1", "replace.example")
+    assert (path, h["x-replaced-path"]) == ("/fixed?q=1", "/anything/here")
+    path, h = seen(stack, "/foo/a/b", "regex.example")
+    assert (path, h["x-replaced-path"]) == ("/bar/a/b", "/foo/a/b")
+    path, h = seen(stack, "/nomatch", "regex.example")  # no match: untouched, no header
+    assert path == "/nomatch" and "x-replaced-path" not in h
+
+
+def test_headers(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=5)
+    conn.request("GET", "/", headers={"Host": "hdrs.example", "X-Drop": "client", "X-Added": "c"})
+    resp = conn.getresponse()
+    import json
+
+    echo = json.loads(resp.read())
+    conn.close()
+    sent = {k.lower(): v for k, v in echo["headers"]}
+    assert sent["x-added"] == "yes"  # set replaces the client's value
+    assert "x-drop" not in sent  # an empty value deletes
+    assert resp.getheader("X-Resp") == "a%b"  # literal, not an Envoy formatter
+    assert resp.getheader("X-Backend") is None  # the backend's header deleted
+    assert resp.getheader("X-Frame-Options") == "DENY"
+    assert resp.getheader("X-Content-Type-Options") == "nosniff"
+
+
+def _raw(stack: Stack, method: str, host: str, path: str) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=5)
+    conn.request(method, path, headers={"Host": host})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status, resp.getheader("Location")
+
+
+def test_redirect_scheme_statuses_follow_traefik(stack: Stack) -> None:
+    assert _raw(stack, "GET", "redirect.example:8000", "/a?b=1") == (
+        302,
+        "https://redirect.example/a?b=1",
+    )
+    assert _raw(stack, "POST", "redirect.example", "/a")[0] == 307
+    assert _raw(stack, "GET", "perm.example", "/a") == (301, "https://perm.example:8443/a")
+    assert _raw(stack, "PUT", "perm.example", "/a")[0] == 308
+
+
+def test_untranslated_security_middleware_fails_closed(stack: Stack) -> None:
+    status, backend, _ = stack.request("/", host="digest.example")
+    assert (status, backend) == (500, "")
