@@ -28,13 +28,13 @@ repository root with the project's virtualenv; it prints its figures and rewrite
 section below (between `<!-- bench:NAME -->` markers), recording the date and the machine.
 Tests never assert on wall-clock time (DESIGN.md §7); these numbers are for reading, not gating.
 
-| Benchmark | Command | Takes |
-|---|---|---|
-| Translation pipeline (1,000 and 10,000 IngressRoutes) | `.venv/bin/python -m benchmarks.translate` | ~1–2 min |
-| Envoy latency, 10,000-route vs 10-route table | `.venv/bin/python -m benchmarks.route_latency` | ~2–3 min |
+- Translation pipeline, 1,000 and 10,000 IngressRoutes (~1-2 min):
+  `.venv/bin/python -m benchmarks.translate`
+- Envoy latency, 10,000-route vs 10-route table in one Envoy (~2-3 min):
+  `.venv/bin/python -m benchmarks.route_latency` (uses `wrk` too if it is on PATH)
 
 Options: `python -m benchmarks.translate --sizes 1000 10000 --runs 3`;
-`python -m benchmarks.route_latency --rounds 6 --seconds 4 --threads 2 [--no-wrk]`.
+`python -m benchmarks.route_latency --rounds 6 --seconds 3 --workers 2 [--no-wrk]`.
 `--no-write` on either prints without touching this file.
 """
 

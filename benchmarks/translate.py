@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"**{ms(med['total'])}**",
                     f"{per_route_us:,.0f} µs",
                     ms(med["yaml"]),
-                    f"{ratio:.1f}×",
+                    f"{ratio:.1f}x",
                 ]
             )
             count_rows.append(
