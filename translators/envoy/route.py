@@ -166,11 +166,10 @@ def build_route(route: Route) -> route_v3.Route:
 MAX_VHOST_FANOUT = 200_000
 
 
-def _vhost(name: str, domains: list[str], routes: Sequence[Route]) -> route_v3.VirtualHost:
-    return route_v3.VirtualHost(
+def _vhost(name: str, domains: list[str], routes: Sequence[route_v3.Route]) -> route_v3.VirtualHost:
+    vh = route_v3.VirtualHost(
         name=name,
         domains=domains,
-        routes=[build_route(r) for r in routes],
         request_headers_to_add=[
             base_v3.HeaderValueOption(
                 header=base_v3.HeaderValue(key=key, value=value),
@@ -180,6 +179,20 @@ def _vhost(name: str, domains: list[str], routes: Sequence[Route]) -> route_v3.V
         ],
         request_headers_to_remove=[CLIENT_IP_HEADER],
     )
+    vh.routes.extend(routes)
+    return vh
+
+
+def _catches_all(route: Route) -> bool:
+    """True when nothing but the host decides: every request for the host matches it."""
+    m = route.match
+    return (
+        m.path.kind == "prefix"
+        and m.path.value in ("", "/")
+        and not m.query
+        and all(h.name == ":authority" and not h.invert for h in m.headers)
+        and len(m.headers) <= 1
+    )
 
 
 def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.RouteConfiguration:
@@ -188,24 +201,37 @@ def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.Rout
     A route whose rule pins one plain host (``Host(`a.example.com`) && …``) can only match
     requests for that host, so it goes into that host's virtual host only. Every other route
     (no host, a wildcard, a regex, a negation) goes into every virtual host *and* the ``*`` one,
-    at its place in the global order. Envoy picks the virtual host by a hash lookup of the
-    Host (case-insensitive, port ignored), then walks only that host's routes: a table of
-    thousands of hosts costs each request a few route checks, and first-match order is
-    exactly Traefik's. Each route keeps its own ``:authority`` condition, so the layout is an
-    optimisation, never a change of meaning.
+    at its place in the global order — except, in a host's virtual host, after a route that
+    catches every request for that host (``Host(`a`)`` alone): nothing below it can match there.
+    Envoy picks the virtual host by a hash lookup of the Host (case-insensitive, port ignored),
+    then walks only that host's routes. Each route keeps its own ``:authority`` condition, so
+    the layout is an optimisation, never a change of meaning.
     """
-    hosts = sorted({r.match.exact_host for r in routes if r.match.exact_host is not None})
-    shared = [r for r in routes if r.match.exact_host is None]
-    if not hosts or len(hosts) * max(1, len(shared)) > MAX_VHOST_FANOUT:
-        vhosts = [_vhost("all", ["*"], routes)]
+    built = [build_route(r) for r in routes]  # each route's proto once, copied into vhosts
+    by_host: dict[str, list[int]] = {}
+    shared: list[int] = []
+    for i, r in enumerate(routes):
+        if r.match.exact_host is None:
+            shared.append(i)
+        else:
+            by_host.setdefault(r.match.exact_host, []).append(i)
+    layout: list[tuple[str, list[int]]] = []
+    total = 0
+    for host in sorted(by_host):
+        merged = sorted(by_host[host] + shared)  # both in global order: positions suffice
+        cut = next(
+            (k for k, i in enumerate(merged) if i in by_host[host] and _catches_all(routes[i])),
+            None,
+        )
+        if cut is not None:
+            merged = merged[: cut + 1]
+        layout.append((host, merged))
+        total += len(merged)
+    if not by_host or total > MAX_VHOST_FANOUT:
+        vhosts = [_vhost("all", ["*"], built)]
     else:
-        vhosts = [
-            _vhost(
-                host, [host, f"{host}."], [r for r in routes if r.match.exact_host in (None, host)]
-            )
-            for host in hosts
-        ]
-        vhosts.append(_vhost("all", ["*"], shared))
+        vhosts = [_vhost(h, [h, f"{h}."], [built[i] for i in idx]) for h, idx in layout]
+        vhosts.append(_vhost("all", ["*"], [built[i] for i in shared]))
     return rds_v3.RouteConfiguration(
         name=name,
         virtual_hosts=vhosts,
