@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 from collections.abc import Callable
 
@@ -42,7 +44,29 @@ MIDDLEWARES = "---\n".join(
         ),
         middleware("both", "  chain: {middlewares: [{name: strip}, {name: add}]}"),
         middleware("digest", "  digestAuth: {secret: users}"),
+        middleware("basic", "  basicAuth: {secret: basic-users}"),
+        middleware("htpasswd", "  basicAuth: {secret: htpasswd-users, removeHeader: true}"),
+        middleware("bcrypt", "  basicAuth: {secret: bcrypt-users}"),
+        middleware("nosecret", "  basicAuth: {secret: missing}"),
     ]
+)
+
+ALICE = base64.b64encode(b"alice").decode()
+PASSWORD = base64.b64encode(b"s3cret").decode()
+# bob's password is s3cret too, as an htpasswd {SHA} line
+HTPASSWD = base64.b64encode(
+    b"bob:{SHA}" + base64.b64encode(hashlib.sha1(b"s3cret").digest())
+).decode()
+SECRETS = (
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: basic-users, namespace: default}\n"
+    "type: kubernetes.io/basic-auth\n"
+    f"data: {{username: {ALICE}, password: {PASSWORD}}}\n"
+    "---\n"
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: htpasswd-users, namespace: default}\n"
+    f"data: {{users: {HTPASSWD}}}\n"
+    "---\n"
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: bcrypt-users, namespace: default}\n"
+    'stringData: {users: "carol:$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC"}\n'
 )
 
 
@@ -68,6 +92,10 @@ spec:
 {route("Host(`chain.example`)", "both")}
 {route("Host(`order.example`)", "add", "strip")}
 {route("Host(`digest.example`)", "digest")}
+{route("Host(`basic.example`)", "basic")}
+{route("Host(`htpasswd.example`)", "htpasswd")}
+{route("Host(`bcrypt.example`)", "bcrypt")}
+{route("Host(`nosecret.example`)", "nosecret")}
 """
 
 
@@ -75,7 +103,12 @@ spec:
 def stack(backends: Callable[[str], Backend], make_stack: Callable[..., Stack]) -> Stack:
     app = backends("app")
     s = make_stack(
-        {"svc.yaml": service_yaml("app", [app]), "mw.yaml": MIDDLEWARES, "ir.yaml": ROUTES}
+        {
+            "svc.yaml": service_yaml("app", [app]),
+            "mw.yaml": MIDDLEWARES,
+            "ir.yaml": ROUTES,
+            "secrets.yaml": SECRETS,
+        }
     )
     s.wait_serving(lambda: s.request("/", host="add.example")[0] == 200, "routes served")
     return s
@@ -157,3 +190,32 @@ def test_redirect_scheme_statuses_follow_traefik(stack: Stack) -> None:
 def test_untranslated_security_middleware_fails_closed(stack: Stack) -> None:
     status, backend, _ = stack.request("/", host="digest.example")
     assert (status, backend) == (500, "")
+
+
+def _auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def test_basic_auth(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.web_port, timeout=5)
+    conn.request("GET", "/", headers={"Host": "basic.example"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 401
+    assert (resp.getheader("WWW-Authenticate") or "").startswith("Basic")
+    assert stack.request("/", host="basic.example", headers=_auth("alice", "wrong"))[0] == 401
+    status, backend, echo = stack.request(
+        "/", host="basic.example", headers=_auth("alice", "s3cret")
+    )
+    assert (status, backend) == (200, "app")
+    sent = {k.lower() for k, _ in echo["headers"]}  # type: ignore[union-attr]
+    assert "authorization" in sent  # forwarded unless removeHeader
+    status, _, echo = stack.request("/", host="htpasswd.example", headers=_auth("bob", "s3cret"))
+    assert status == 200
+    sent = {k.lower() for k, _ in echo["headers"]}  # type: ignore[union-attr]
+    assert "authorization" not in sent  # removeHeader: true
+    # bcrypt users, or a missing Secret: the route fails closed, never forwards.
+    assert stack.request("/", host="bcrypt.example", headers=_auth("carol", "x"))[0] == 500
+    assert stack.request("/", host="nosecret.example")[0] == 500

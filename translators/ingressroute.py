@@ -191,6 +191,7 @@ class IngressRouteTranslator:
                             disjunct=d * 1000 + v,
                             headers=plan.header_ops(),
                             rewrite=plan.path.rewrite(),
+                            filters=plan.filters,
                         )
                     )
         return out, diags

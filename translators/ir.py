@@ -138,6 +138,19 @@ Action = Forward | DirectResponse | Redirect
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FilterUse:
+    """An HTTP filter a route turns on, with its per-route settings.
+
+    ``kind`` names an entry of ``translators.envoy.filters.FILTERS``; ``config`` is that kind's
+    frozen settings dataclass. The n-th use of a kind on one route takes the n-th instance of the
+    filter in the listener.
+    """
+
+    kind: str
+    config: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """One Envoy route: one disjunct of one Traefik router's rule."""
 
@@ -156,6 +169,7 @@ class Route:
     # What the route's middlewares do, in order: header changes and one composed path rewrite.
     headers: HeaderOps = HeaderOps()
     rewrite: Rewrite | None = None
+    filters: tuple[FilterUse, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +178,8 @@ class Listener:
     address: str
     port: int
     route_config: str
+    # Instances of each HTTP filter kind the listener carries (the most any one route uses).
+    filter_slots: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,6 +31,7 @@ def translate_world(world: World, options: Options) -> Translation:
             address=ep.address,
             port=ep.port,
             route_config=names.route_config_name(ep.name),
+            filter_slots=_filter_slots([r for r in routes if r.entrypoint == ep.name]),
         )
         for ep in sorted(options.entrypoints, key=lambda e: e.name)
     )
@@ -40,6 +41,18 @@ def translate_world(world: World, options: Options) -> Translation:
         clusters=tuple(resolver.clusters[k] for k in sorted(_referenced(routes))),
     )
     return Translation(ir=ir, diagnostics=tuple(sorted(set(diags))))
+
+
+def _filter_slots(routes: list[Route]) -> tuple[tuple[str, int], ...]:
+    """Per filter kind, the most uses on any one route (each use needs its own instance)."""
+    slots: dict[str, int] = {}
+    for r in routes:
+        counts: dict[str, int] = {}
+        for use in r.filters:
+            counts[use.kind] = counts.get(use.kind, 0) + 1
+        for kind, n in counts.items():
+            slots[kind] = max(slots.get(kind, 0), n)
+    return tuple(sorted(slots.items()))
 
 
 def _referenced(routes: list[Route]) -> set[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Filter kinds register themselves on import (translators/envoy/filters.py).
+from translators.envoy import filter_basic_auth  # noqa: F401
 from translators.envoy.cluster import build_cluster
 from translators.envoy.endpoint import build_load_assignment
 from translators.envoy.listener import build_listener

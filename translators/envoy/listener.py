@@ -20,6 +20,7 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import ads_source, pack
+from translators.envoy.filters import listener_filters
 from translators.ir import CLIENT_IP_HEADER, Listener
 
 # Set before route selection, as Traefik's entry point does before its router runs: the TCP
@@ -82,9 +83,10 @@ def build_listener(listener: Listener) -> lds_v3.Listener:
         codec_type=hcm_v3.HttpConnectionManager.CodecType.AUTO,
         rds=hcm_v3.Rds(config_source=ads_source(), route_config_name=listener.route_config),
         http_filters=[
+            *listener_filters(dict(listener.filter_slots)),
             hcm_v3.HttpFilter(
                 name="envoy.filters.http.router", typed_config=pack(router_v3.Router())
-            )
+            ),
         ],
         # The client address is the TCP peer, as in Traefik without trusted forwarded headers.
         use_remote_address=wrappers_pb2.BoolValue(value=True),

@@ -22,6 +22,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import duration
+from translators.envoy.filters import route_filter_configs
 from translators.ir import (
     CLIENT_IP_HEADER,
     DYNAMIC_VALUES,
@@ -128,6 +129,8 @@ def _redirect(r: Redirect) -> route_v3.RedirectAction:
 def build_route(route: Route) -> route_v3.Route:
     out = route_v3.Route(name=route.name, match=build_match(route.match))
     _apply_header_ops(out, route.headers)
+    for name, config in route_filter_configs(route.filters).items():
+        out.typed_per_filter_config[name].CopyFrom(config)
     action = route.action
     if isinstance(action, Redirect):
         out.redirect.CopyFrom(_redirect(action))

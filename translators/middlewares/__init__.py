@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from translators.errors import Diagnostic, SourceRef
+from translators.middlewares.auth import basic_auth
 from translators.middlewares.base import (
     SECURITY,
     Context,
@@ -37,6 +38,7 @@ HANDLERS: dict[str, Handler] = {
     "replacePathRegex": replace_path_regex,
     "headers": headers,
     "redirectScheme": redirect_scheme,
+    "basicAuth": basic_auth,
 }
 # Every open-source HTTP middleware type Traefik knows (pkg/config/dynamic/middlewares.go).
 KNOWN = frozenset(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from translators.errors import SourceRef
-from translators.ir import HeaderMatch, HeaderOps, Redirect, Rewrite
+from translators.ir import FilterUse, HeaderMatch, HeaderOps, Redirect, Rewrite
 from translators.options import Options
 from translators.world import World
 
@@ -88,6 +88,10 @@ class Plan:
     response_set: tuple[tuple[str, str], ...] = ()
     response_remove: tuple[str, ...] = ()
     redirect: Redirect | None = None
+    filters: tuple[FilterUse, ...] = ()
+
+    def add_filter(self, kind: str, config: object) -> Plan:
+        return replace(self, filters=(*self.filters, FilterUse(kind=kind, config=config)))
 
     def set_request(self, name: str, value: str) -> Plan:
         kept = tuple((k, v) for k, v in self.request_set if k.lower() != name.lower())
