@@ -174,7 +174,7 @@ R0 = "spec.routes[0]"
 S0 = f"{R0}.services[0]"
 MIDDLEWARE = (  # a type not translated yet: the route is not served
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-    "metadata: {name: strip, namespace: default}\nspec: {compress: {}}\n"
+    "metadata: {name: strip, namespace: default}\nspec: {inFlightReq: {amount: 10}}\n"
 )
 SECURITY_MIDDLEWARE = (  # a security type not translated yet: the route answers 500
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
@@ -434,7 +434,7 @@ CASES = [
         "middleware-not-translated",
         bad(ingressroute(route_extra="    middlewares: [{name: strip}]\n"), MIDDLEWARE),
         "Unsupported",
-        "spec.compress",
+        "spec.inFlightReq",
         kind="Middleware",
         name="strip",
         line=12,

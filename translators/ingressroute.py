@@ -192,6 +192,7 @@ class IngressRouteTranslator:
                             headers=plan.header_ops(),
                             rewrite=plan.path.rewrite(),
                             filters=plan.filters,
+                            retry=plan.retry,
                         )
                     )
         return out, diags

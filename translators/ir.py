@@ -138,6 +138,16 @@ Action = Forward | DirectResponse | Redirect
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """A route's retry policy (the retry middleware): Envoy's ``RetryPolicy``."""
+
+    num_retries: int
+    retry_on: tuple[str, ...]  # Envoy retry_on conditions
+    status_codes: tuple[int, ...] = ()  # for ``retriable-status-codes``
+    interval: float = 0.0  # backoff base, seconds; 0 = retry at once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FilterUse:
     """An HTTP filter a route turns on, with its per-route settings.
 
@@ -170,6 +180,7 @@ class Route:
     headers: HeaderOps = HeaderOps()
     rewrite: Rewrite | None = None
     filters: tuple[FilterUse, ...] = ()
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

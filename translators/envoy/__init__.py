@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # Filter kinds register themselves on import (translators/envoy/filters.py).
-from translators.envoy import filter_basic_auth  # noqa: F401
+from translators.envoy import (
+    filter_basic_auth,  # noqa: F401
+    filter_buffer,  # noqa: F401
+    filter_compressor,  # noqa: F401
+    filter_grpc_web,  # noqa: F401
+    filter_local_ratelimit,  # noqa: F401
+    filter_rbac,  # noqa: F401
+)
 from translators.envoy.cluster import build_cluster
 from translators.envoy.endpoint import build_load_assignment
 from translators.envoy.listener import build_listener

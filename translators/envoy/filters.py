@@ -44,6 +44,8 @@ FILTER_ORDER: tuple[str, ...] = (
     "ext_authz",
     "buffer",
     "compressor",
+    "compressor_br",
+    "compressor_zstd",
     "grpc_web",
     "custom_response",
 )
@@ -85,9 +87,14 @@ def route_filter_configs(uses: Sequence[FilterUse]) -> dict[str, any_pb2.Any]:
         slot = seen.get(use.kind, 0)
         seen[use.kind] = slot + 1
         per_route = FILTERS[use.kind].per_route(use.config)
-        out[instance_name(use.kind, slot)] = pack(
-            route_v3.FilterConfig(config=pack(per_route), disabled=False)
-        )
+        # A kind without per-route settings returns None: the route only enables the instance
+        # (Envoy reads a present but empty ``config`` as "enabled").
+        config = route_v3.FilterConfig(disabled=False)
+        if per_route is None:
+            config.config.SetInParent()
+        else:
+            config.config.CopyFrom(pack(per_route))
+        out[instance_name(use.kind, slot)] = pack(config)
     return out
 
 

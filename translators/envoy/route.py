@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from envoy.config.core.v3 import base_pb2 as base_v3
 from envoy.config.route.v3 import route_components_pb2 as route_v3
 from envoy.config.route.v3 import route_pb2 as rds_v3
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
-from translators.envoy.common import duration
+from translators.envoy.common import duration, pack
 from translators.envoy.filters import route_filter_configs
 from translators.ir import (
     CLIENT_IP_HEADER,
@@ -33,6 +34,7 @@ from translators.ir import (
     Match,
     QueryMatch,
     Redirect,
+    Retry,
     Route,
 )
 
@@ -162,7 +164,34 @@ def build_route(route: Route) -> route_v3.Route:
         ra.regex_rewrite.substitution = route.rewrite.substitution
     if not action.pass_host_header:
         ra.auto_host_rewrite.value = True
+    if route.retry is not None:
+        ra.retry_policy.CopyFrom(_retry_policy(route.retry))
     return out
+
+
+# Envoy's backoff base must be positive: "retry at once" is the shortest it takes.
+_MIN_BACKOFF = 0.001
+
+
+def _retry_policy(r: Retry) -> route_v3.RetryPolicy:
+    """Traefik's retry: backoff from ``interval``, capped at twice it; a retry goes back through
+    the load balancer, to another server while there is one."""
+    base = max(r.interval, _MIN_BACKOFF)
+    return route_v3.RetryPolicy(
+        retry_on=",".join(r.retry_on),
+        num_retries=wrappers_pb2.UInt32Value(value=r.num_retries),
+        retriable_status_codes=list(r.status_codes),
+        retry_back_off=route_v3.RetryPolicy.RetryBackOff(
+            base_interval=duration(base), max_interval=duration(2 * base)
+        ),
+        retry_host_predicate=[
+            route_v3.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
 
 
 # Above this many route entries, one virtual host per host would cost more than it saves.

@@ -23,8 +23,11 @@ from translators.middlewares.base import (
     Plan,
 )
 from translators.middlewares.headers import headers
+from translators.middlewares.ipallowlist import ip_allow_list
 from translators.middlewares.paths import add_prefix, replace_path, replace_path_regex, strip_prefix
+from translators.middlewares.ratelimit import rate_limit
 from translators.middlewares.redirect import redirect_scheme
+from translators.middlewares.traffic import buffering, compress, content_type, grpc_web, retry
 from translators.models import MiddlewareRef
 from translators.options import Options
 from translators.world import World
@@ -39,6 +42,14 @@ HANDLERS: dict[str, Handler] = {
     "headers": headers,
     "redirectScheme": redirect_scheme,
     "basicAuth": basic_auth,
+    "retry": retry,
+    "compress": compress,
+    "buffering": buffering,
+    "grpcWeb": grpc_web,
+    "contentType": content_type,
+    "ipAllowList": ip_allow_list,
+    "ipWhiteList": ip_allow_list,
+    "rateLimit": rate_limit,
 }
 # Every open-source HTTP middleware type Traefik knows (pkg/config/dynamic/middlewares.go).
 KNOWN = frozenset(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from translators.errors import SourceRef
-from translators.ir import FilterUse, HeaderMatch, HeaderOps, Redirect, Rewrite
+from translators.ir import FilterUse, HeaderMatch, HeaderOps, Redirect, Retry, Rewrite
 from translators.options import Options
 from translators.world import World
 
@@ -89,6 +89,7 @@ class Plan:
     response_remove: tuple[str, ...] = ()
     redirect: Redirect | None = None
     filters: tuple[FilterUse, ...] = ()
+    retry: Retry | None = None
 
     def add_filter(self, kind: str, config: object) -> Plan:
         return replace(self, filters=(*self.filters, FilterUse(kind=kind, config=config)))
