@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import re
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,3 +128,38 @@ def copy_shared(name: str, dest: Path) -> Path:
     else:
         shutil.copy(src, dest)
     return dest
+
+
+def send_raw(port: int, raw: bytes, source: str = "127.0.0.1") -> tuple[int, str]:
+    """Send exact request bytes from ``source``; (status, echo backend name or "").
+
+    Status 0: no complete answer within 5 s. Raises ConnectionRefusedError while nothing listens.
+    Reads up to Content-Length, not to EOF: Envoy delays closing after a local reply
+    (``delayed_close_timeout``, 1 s).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+        s.sendall(raw)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            while length and len(body) < int(length.group(1)):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        except (TimeoutError, ConnectionResetError):
+            return 0, ""
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if not m:
+        return 0, ""
+    status = int(m.group(1))
+    backend = ""
+    if status == 200 and body.startswith(b"{"):
+        backend = str(json.loads(body)["backend"])
+    return status, backend

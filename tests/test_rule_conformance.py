@@ -20,7 +20,6 @@ import collections
 import ipaddress
 import json
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from controlplane.localrun import Backend, Envoy, free_ports
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from tests.rule_reference import evaluate, request_from_vector
-from tests.support import SHARED, service_yaml
+from tests.support import SHARED, send_raw, service_yaml
 from tests.xds_support import XdsServer
 from translators.envoy import build_resources
 from translators.ir import EntryPoint
@@ -160,35 +159,6 @@ def _raw_request(req: dict[str, Any]) -> bytes:
             lines.append(f"{name}: {value}")
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _send(port: int, raw: bytes, source: str) -> tuple[int, str]:
-    """Send one request; (status, backend name). Status 0: no complete answer within 5 s."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
-        s.sendall(raw)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            while m and len(body) < int(m.group(1)):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-        except TimeoutError:
-            return 0, ""
-    if not head.startswith(b"HTTP/"):
-        return 0, ""
-    status = int(head.split(b" ", 2)[1])
-    backend = ""
-    if status == 200 and body.startswith(b"{"):
-        backend = json.loads(body)["backend"]
-    return status, backend
 
 
 def _ingressroute(name: str, routes: list[dict[str, Any]]) -> str:
@@ -318,7 +288,7 @@ def test_single_rule_cases_through_envoy(conformance: World) -> None:
     codec_rejected: list[str] = []
     for p in conformance.probes:
         expected = p.expected
-        status, backend = _send(p.port, _raw_request(p.request), p.source)
+        status, backend = send_raw(p.port, _raw_request(p.request), p.source)
         matched = status == 200 and backend == "hit"
         if (p.case_id, p.request["url"]) in KNOWN_DEVIATIONS:
             results[f"{p.syntax} known deviation"] += 1
@@ -349,7 +319,7 @@ def test_multi_route_priorities_through_envoy(conformance: World) -> None:
     failures = []
     for mcase, port in conformance.multi:
         for req in mcase["requests"]:
-            status, backend = _send(port, _raw_request(req), "127.0.0.1")
+            status, backend = send_raw(port, _raw_request(req), "127.0.0.1")
             if (status, backend) != (200, req["expected_route"]):
                 failures.append(
                     f"{mcase['id']}: got {status} {backend}, want {req['expected_route']}"

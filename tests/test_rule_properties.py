@@ -19,9 +19,6 @@ not generated: the entry point rewrites those headers before routing.
 from __future__ import annotations
 
 import collections
-import json
-import re
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +35,7 @@ from controlplane.localrun import Backend, Envoy, free_ports
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from tests.rule_reference import Request, evaluate
-from tests.support import service_yaml
+from tests.support import send_raw, service_yaml
 from tests.xds_support import XdsServer
 from translators.envoy import build_resources
 from translators.ir import EntryPoint
@@ -264,38 +261,6 @@ probes_strategy = _probe()
 # The gateway
 
 
-def _send(port: int, raw: bytes, source: str) -> tuple[int, str]:
-    """One request; (status, backend name). Status 0: no complete answer. Raises
-    ConnectionRefusedError while nothing listens on the port. Reads up to Content-Length, not
-    to EOF: Envoy delays closing after a local reply (``delayed_close_timeout``, 1 s)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
-        s.sendall(raw)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            while length and len(body) < int(length.group(1)):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
-        except (TimeoutError, ConnectionResetError):
-            return 0, ""
-    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    if not m:
-        return 0, ""
-    status = int(m.group(1))
-    backend = ""
-    if status == 200 and body.startswith(b"{"):
-        backend = json.loads(body)["backend"]
-    return status, backend
-
-
 def _ingressroute(name: str, rule: Rule) -> str:
     doc = {
         "apiVersion": "traefik.io/v1alpha1",
@@ -377,7 +342,7 @@ class Gateway:
         for port in ports:
             while True:
                 try:
-                    _send(port, probe, "127.0.0.1")
+                    send_raw(port, probe, "127.0.0.1")
                     break
                 except ConnectionRefusedError:
                     if time.monotonic() > deadline:
@@ -455,7 +420,7 @@ def _minimize(gateway: Gateway, rule: Rule, probe: Probe) -> str:
         for cand, port, name in zip(batch, published.ports, published.names, strict=True):
             if published.diagnostics.get(name):
                 continue
-            if not _agrees(cand, probe, *_send(port, probe.raw(), probe.source)):
+            if not _agrees(cand, probe, *send_raw(port, probe.raw(), probe.source)):
                 rule = cand
                 break
         else:
@@ -478,9 +443,9 @@ def _minimize(gateway: Gateway, rule: Rule, probe: Probe) -> str:
             if getattr(probe, field) == value:
                 continue
             cand = replace(probe, **{field: value})
-            if not _agrees(rule, cand, *_send(port, cand.raw(), cand.source)):
+            if not _agrees(rule, cand, *send_raw(port, cand.raw(), cand.source)):
                 probe, changed = cand, True
-    return _describe(rule, probe, *_send(port, probe.raw(), probe.source))
+    return _describe(rule, probe, *send_raw(port, probe.raw(), probe.source))
 
 
 def _check_batch(
@@ -515,7 +480,7 @@ def _check_batch(
 
     def send(pair: tuple[int, Probe]) -> tuple[int, str]:
         i, probe = pair
-        return _send(published.ports[i], probe.raw(), probe.source)
+        return send_raw(published.ports[i], probe.raw(), probe.source)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(send, pairs))

@@ -66,5 +66,18 @@ class Diagnostic:
         }
 
 
+def diagnostic(
+    source: SourceRef, field: str, reason: str, message: str, severity: str = "error"
+) -> Diagnostic:
+    """A Diagnostic; ``severity`` is "warning" or anything else for "error"."""
+    return Diagnostic(
+        source=source,
+        field=field,
+        reason=reason,
+        message=message,
+        severity="warning" if severity == "warning" else "error",
+    )
+
+
 class TranslationError(Exception):
     """A system error during translation: nothing may be published."""

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from translators.errors import Diagnostic, SourceRef
+from translators.errors import diagnostic as _diag
 from translators.models.base import ObjectMeta, Resource
 from translators.models.k8s import Endpoint, EndpointSlice, Secret, Service, ServicePort
 from translators.models.traefik import (
@@ -145,15 +146,3 @@ def load_object(
         ]
         return None, ref, diags
     return obj, ref, []
-
-
-def _diag(
-    ref: SourceRef, field: str, reason: str, message: str, severity: str = "error"
-) -> Diagnostic:
-    return Diagnostic(
-        source=ref,
-        field=field,
-        reason=reason,
-        message=message,
-        severity="warning" if severity == "warning" else "error",
-    )
