@@ -32,6 +32,8 @@ Tests never assert on wall-clock time (DESIGN.md §7); these numbers are for rea
   `.venv/bin/python -m benchmarks.translate`
 - Envoy latency, 10,000-route vs 10-route table in one Envoy (~2-3 min):
   `.venv/bin/python -m benchmarks.route_latency` (uses `wrk` too if it is on PATH)
+- Envoy throughput through a five-middleware chain vs none (~1 min):
+  `.venv/bin/python -m benchmarks.middleware_chain` (uses `wrk` if it is on PATH)
 
 Options: `python -m benchmarks.translate --sizes 1000 10000 --runs 3`;
 `python -m benchmarks.route_latency --rounds 6 --seconds 3 --workers 2 [--no-wrk]`.
