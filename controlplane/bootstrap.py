@@ -14,7 +14,8 @@ from envoy.extensions.resource_monitors.downstream_connections.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
-XDS_CLUSTER = "switchman_xds"
+from translators.envoy.filter_ext_authz import XDS_CLUSTER
+
 MAX_REGEX_PROGRAM_SIZE = 1000  # keep equal to translators.options.Options.max_regex_program_size
 # Registers the descriptor that ParseDict needs to check the typed options below.
 _REGISTERED = (
@@ -40,6 +41,7 @@ def build_bootstrap(
     admin_host: str = "127.0.0.1",
     admin_port: int = 9901,
     max_connections: int = 50_000,
+    protocol: str = "sotw",
 ) -> dict[str, Any]:
     """The bootstrap as a dict, validated against Envoy's Bootstrap message."""
     config: dict[str, Any] = {
@@ -47,7 +49,8 @@ def build_bootstrap(
         "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                # State of the world, or incremental (Delta) xDS.
+                "api_type": "DELTA_GRPC" if protocol == "delta" else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--node-id", required=True)
     boot.add_argument("--node-cluster", default="switchman-gateway")
     boot.add_argument(
+        "--xds-protocol",
+        choices=("sotw", "delta"),
+        default="sotw",
+        help="state of the world (default) or incremental Delta xDS",
+    )
+    boot.add_argument(
         "--admin-address", type=parse_hostport, default=("127.0.0.1", 9901), metavar="HOST:PORT"
     )
 
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             node_cluster=args.node_cluster,
             admin_host=ahost,
             admin_port=aport,
+            protocol=args.xds_protocol,
         )
         sys.stdout.write(render_bootstrap(config))
         return 0

@@ -252,6 +252,7 @@ class Envoy:
         workdir: Path,
         node_id: str = "gateway-1",
         node_cluster: str = "gateway",
+        protocol: str = "sotw",
     ) -> None:
         self.workdir = workdir
         self.admin_port = free_port()
@@ -262,6 +263,7 @@ class Envoy:
             node_id=node_id,
             node_cluster=node_cluster,
             admin_port=self.admin_port,
+            protocol=protocol,
         )
         self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
         self.bootstrap_path.write_text(yaml.safe_dump(config))

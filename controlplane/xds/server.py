@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -65,8 +65,25 @@ class NodeStatus:
     cluster: str
     user_agent: str
     connected_at: float
+    protocol: str = "sotw"
     acked: dict[str, str | None] = field(default_factory=dict)
     last_nack: dict[str, str] = field(default_factory=dict)
+
+
+def register_node(
+    registry: dict[int, NodeStatus], key: int, node: Any, protocol: str
+) -> NodeStatus:
+    """Record the Envoy behind a stream (only the first request is sure to carry ``node``)."""
+    build = node.user_agent_build_version.version
+    status = NodeStatus(
+        node_id=node.id,
+        cluster=node.cluster,
+        user_agent=f"{node.user_agent_name}/{build.major_number}.{build.minor_number}",
+        connected_at=time.time(),
+        protocol=protocol,
+    )
+    registry[key] = status
+    return status
 
 
 class SotwStream:
@@ -90,18 +107,10 @@ class SotwStream:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def on_request(self, req: discovery_v3.DiscoveryRequest) -> None:
+    def on_request(self, req: discovery_v3.DiscoveryRequest, now: float = 0.0) -> None:
         if req.HasField("node") and not self.node_id:
             self.node_id = req.node.id
-            build = req.node.user_agent_build_version.version
-            agent = f"{req.node.user_agent_name}/{build.major_number}.{build.minor_number}"
-            self.status = NodeStatus(
-                node_id=req.node.id,
-                cluster=req.node.cluster,
-                user_agent=agent,
-                connected_at=time.time(),
-            )
-            self.registry[id(self)] = self.status
+            self.status = register_node(self.registry, id(self), req.node, protocol="sotw")
         type_url = req.type_url
         if not type_url:
             log.warning("request without type_url from node %s ignored", self.node_id)
@@ -116,24 +125,24 @@ class SotwStream:
             if req.HasField("error_detail"):
                 state.nacked_version = state.sent_version
                 state.last_nack = req.error_detail.message
-                self.metrics.nacks.labels(node=self.node_id, type=_short(type_url)).inc()
+                self.metrics.nacks.labels(node=self.node_id, type=short_type(type_url)).inc()
                 log.error(
                     "NACK from node %s for %s version %s: %s",
                     self.node_id,
-                    _short(type_url),
+                    short_type(type_url),
                     state.sent_version,
                     req.error_detail.message,
                 )
                 if self.status:
-                    self.status.last_nack[_short(type_url)] = req.error_detail.message
+                    self.status.last_nack[short_type(type_url)] = req.error_detail.message
             else:
                 state.acked_version = state.sent_version
                 state.nacked_version = None
                 if self.status:
-                    self.status.acked[_short(type_url)] = state.sent_version
-                self.metrics.acks.labels(type=_short(type_url)).inc()
+                    self.status.acked[short_type(type_url)] = state.sent_version
+                self.metrics.acks.labels(type=short_type(type_url)).inc()
                 if state.sent_at:
-                    self.metrics.push_latency.labels(type=_short(type_url)).observe(
+                    self.metrics.push_latency.labels(type=short_type(type_url)).observe(
                         time.monotonic() - state.sent_at
                     )
         names = set(req.resource_names)
@@ -251,10 +260,10 @@ class SotwStream:
         state.watch_open = False
         state.force = False
         state.in_flight = True
-        self.metrics.pushes.labels(type=_short(type_url)).inc()
+        self.metrics.pushes.labels(type=short_type(type_url)).inc()
         log.debug(
             "sent %s version %s (%d resources) to %s",
-            _short(type_url),
+            short_type(type_url),
             version,
             len(chosen),
             self.node_id,
@@ -265,7 +274,7 @@ class SotwStream:
         self.registry.pop(id(self), None)
 
 
-def _short(type_url: str) -> str:
+def short_type(type_url: str) -> str:
     return type_url.rsplit(".", 1)[-1]
 
 
@@ -280,7 +289,23 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self, request_iterator: AsyncIterator[discovery_v3.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_v3.DiscoveryResponse]:
         stream = SotwStream(self.cache, self.metrics, self.nodes, self.warm_timeout)
-        requests: asyncio.Queue[discovery_v3.DiscoveryRequest | None] = asyncio.Queue()
+        async for resp in self._serve(stream, request_iterator):
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_v3.DeltaDiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_v3.DeltaDiscoveryResponse]:
+        from controlplane.xds.delta import DeltaStream
+
+        stream = DeltaStream(self.cache, self.metrics, self.nodes, self.warm_timeout)
+        async for resp in self._serve(stream, request_iterator):
+            yield resp
+
+    async def _serve(
+        self, stream: Stream, request_iterator: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        """Requests and snapshot changes in, responses out, until the client goes away."""
+        requests: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
             try:
@@ -305,13 +330,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     req = get.result()
                     if req is None:
                         return
-                    stream.on_request(req)
+                    stream.on_request(req, time.monotonic())
                     # Drain whatever else has arrived: only the newest request of a type counts.
                     while not requests.empty():
                         more = requests.get_nowait()
                         if more is None:
                             return
-                        stream.on_request(more)
+                        stream.on_request(more, time.monotonic())
                 else:
                     get.cancel()
                 if changed in done:
@@ -326,15 +351,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             stream.close()
             self.metrics.connected.dec()
 
-    async def DeltaAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_v3.DeltaDiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_v3.DeltaDiscoveryResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "Delta xDS is not served by this version; use state of the world "
-            "(the default bootstrap)",
-        )
-        yield discovery_v3.DeltaDiscoveryResponse()  # pragma: no cover - abort raises
+
+class Stream(Protocol):
+    def on_request(self, req: Any, now: float) -> None: ...
+    def pending_responses(self, now: float) -> tuple[list[Any], float | None]: ...
+    def close(self) -> None: ...
 
 
 def add_to_server(server: grpc.aio.Server, service: AggregatedDiscoveryService) -> None:
