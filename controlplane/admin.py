@@ -64,6 +64,7 @@ def make_app(
                     "node_id": n.node_id,
                     "cluster": n.cluster,
                     "user_agent": n.user_agent,
+                    "protocol": n.protocol,
                     "connected_at": n.connected_at,
                     "acked": n.acked,
                     "last_nack": n.last_nack,
