@@ -12,10 +12,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.admin.v3 import config_dump_shared_pb2 as dump_v3
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
+from envoy.service.status.v3 import csds_pb2 as csds_v3
+from envoy.service.status.v3 import csds_pb2_grpc
 from google.rpc import status_pb2
 
 from controlplane.localrun import Backend, Envoy, free_port, http_get, wait_for
@@ -189,6 +192,12 @@ def test_ack_nack_stale_nonce_and_subscription_changes(
     assert client.nothing(0.3)
 
 
+def _csds(port: int) -> list[csds_v3.ClientConfig]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+        return list(stub.FetchClientStatus(csds_v3.ClientStatusRequest(), timeout=5).config)
+
+
 def _with_bad_route(res: Resources) -> Resources:
     """The same resources with a route whose regex Envoy's RE2 rejects."""
     by_type = dict(res.by_type)
@@ -250,6 +259,16 @@ def test_a_nacked_config_is_reported_not_resent_and_envoy_keeps_the_last_good(
         )
         # Envoy still serves the last good config.
         assert http_get(f"http://127.0.0.1:{web}/", headers={"Host": "a.app.example.com"})[0] == 200
+        # Client Status Discovery: what the Envoy holds, and what it rejected.
+        configs = _csds(xds.port)
+        assert [c.node.id for c in configs] == ["gateway-1"]
+        held = {(g.type_url.rsplit(".", 1)[-1], g.name): g for g in configs[0].generic_xds_configs}
+        assert (
+            held[("Cluster", "default/s-a/80")].client_status == dump_v3.ClientResourceStatus.ACKED
+        )
+        rejected = held[("RouteConfiguration", "web")]
+        assert rejected.client_status == dump_v3.ClientResourceStatus.NACKED
+        assert rejected.error_state.details
         # The next good snapshot is sent and applied.
         xds.publish(resources_from_dir(_config(tmp_path, [a, b]), web))
         wait_for(

@@ -16,6 +16,8 @@ from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from controlplane.xds.cache import SnapshotCache, make_snapshot
+from controlplane.xds.csds import ClientStatusService
+from controlplane.xds.csds import add_to_server as add_csds
 from controlplane.xds.server import AggregatedDiscoveryService, add_to_server
 from translators.envoy import Resources, build_resources
 from translators.ir import EntryPoint
@@ -56,6 +58,7 @@ class XdsServer:
     async def _start(self) -> int:
         self.server = grpc.aio.server()
         add_to_server(self.server, self.ads)
+        add_csds(self.server, ClientStatusService(self.ads.nodes))
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
         return port

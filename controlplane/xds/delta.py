@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
-from controlplane.xds.cache import Snapshot, SnapshotCache
+from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
 from controlplane.xds.server import NodeStatus, register_node, short_type
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
 
@@ -44,6 +44,7 @@ class DeltaTypeState:
     in_flight: bool = False
     sent_nonce: str = ""
     sent_at: float = 0.0
+    holding: dict[str, Prepared] = field(default_factory=dict)  # as of the update in flight
     acked: str | None = None
     last_nack: str = ""
 
@@ -82,12 +83,15 @@ class DeltaStream:
                 log.error("NACK from node %s for %s: %s", self.node_id, t, st.last_nack)
                 if self.status:
                     self.status.last_nack[t] = st.last_nack
+                    self.status.rejected[req.type_url] = (dict(st.holding), st.last_nack)
             else:
                 st.acked = req.response_nonce
                 self.metrics.acks.labels(type=t).inc()
                 self.metrics.push_latency.labels(type=t).observe(max(0.0, now - st.sent_at))
                 if self.status:
                     self.status.acked[t] = f"nonce {req.response_nonce}"
+                    self.status.holdings[req.type_url] = dict(st.holding)
+                    self.status.rejected.pop(req.type_url, None)
         first = not st.started
         st.started = True
         if first:
@@ -190,9 +194,11 @@ class DeltaStream:
         )
         for n in send:
             st.known[n] = ts.resources[n].version
+            st.holding[n] = ts.resources[n]
             st.force.discard(n)
         for n in removed:
             st.known.pop(n, None)
+            st.holding.pop(n, None)
         st.told_absent.update(absent)
         st.in_flight = True
         st.sent_nonce = nonce

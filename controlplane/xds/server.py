@@ -51,6 +51,7 @@ class TypeState:
     sent_nonce: str = ""
     sent_at: float = 0.0
     sent_names: frozenset[str] = frozenset()
+    sent_resources: dict[str, Prepared] = field(default_factory=dict)
     in_flight: bool = False
     acked_version: str | None = None
     nacked_version: str | None = None
@@ -68,6 +69,10 @@ class NodeStatus:
     protocol: str = "sotw"
     acked: dict[str, str | None] = field(default_factory=dict)
     last_nack: dict[str, str] = field(default_factory=dict)
+    # What the Envoy acknowledged holding, per type URL (for CSDS).
+    holdings: dict[str, dict[str, Prepared]] = field(default_factory=dict)
+    # A rejected update per type URL: what was sent, and Envoy's message.
+    rejected: dict[str, tuple[dict[str, Prepared], str]] = field(default_factory=dict)
 
 
 def register_node(
@@ -135,11 +140,17 @@ class SotwStream:
                 )
                 if self.status:
                     self.status.last_nack[short_type(type_url)] = req.error_detail.message
+                    self.status.rejected[type_url] = (
+                        dict(state.sent_resources),
+                        req.error_detail.message,
+                    )
             else:
                 state.acked_version = state.sent_version
                 state.nacked_version = None
                 if self.status:
                     self.status.acked[short_type(type_url)] = state.sent_version
+                    self.status.holdings[type_url] = dict(state.sent_resources)
+                    self.status.rejected.pop(type_url, None)
                 self.metrics.acks.labels(type=short_type(type_url)).inc()
                 if state.sent_at:
                     self.metrics.push_latency.labels(type=short_type(type_url)).observe(
@@ -256,6 +267,7 @@ class SotwStream:
         state.sent_version = version
         state.sent_nonce = nonce
         state.sent_names = frozenset(chosen)
+        state.sent_resources = chosen
         state.sent_at = now
         state.watch_open = False
         state.force = False
