@@ -11,12 +11,16 @@ import grpc
 from aiohttp import web
 
 from controlplane.admin import make_app
+from controlplane.authz import AuthorizationService
+from controlplane.authz import add_to_server as add_authz_to_server
 from controlplane.metrics import Metrics
 from controlplane.pipeline import Pipeline
 from controlplane.settings import ServeSettings
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.csds import ClientStatusService
+from controlplane.xds.csds import add_to_server as add_csds
 from controlplane.xds.server import AggregatedDiscoveryService, add_to_server
 
 log = logging.getLogger("switchman")
@@ -55,6 +59,9 @@ async def serve(settings: ServeSettings) -> None:
         ]
     )
     add_to_server(server, ads)
+    add_csds(server, ClientStatusService(ads.nodes))
+    # Envoy's ext_authz filter asks the same port (basicAuth/digestAuth users; authz.py).
+    add_authz_to_server(server, AuthorizationService(lambda: pipeline.ir))
     host, port = settings.xds_address
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:

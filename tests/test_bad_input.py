@@ -178,7 +178,7 @@ MIDDLEWARE = (  # a type not translated yet: the route is not served
 )
 SECURITY_MIDDLEWARE = (  # a security type not translated yet: the route answers 500
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-    "metadata: {name: auth, namespace: default}\nspec: {digestAuth: {secret: users}}\n"
+    'metadata: {name: auth, namespace: default}\nspec: {forwardAuth: {address: "http://a"}}\n'
 )
 OTHER_TS = traefikservice(
     "ts", "  weighted:\n    services: [{name: whoami, port: 80}]\n", namespace="other"
@@ -397,7 +397,30 @@ CASES = [
             kind="TraefikService",
             name="ts",
         )
-        for kind in ("mirroring", "failover", "highestRandomWeight")
+        for kind in ("failover",)
+    ),
+    Case(
+        "traefikservice-mirroring-without-name",
+        bad(traefikservice("ts", "  mirroring: {}\n"), ingressroute(TS)),
+        "InvalidObject",
+        "spec.mirroring.name",
+        kind="TraefikService",
+        name="ts",
+    ),
+    Case(
+        "traefikservice-mirroring-percent-over-100",
+        bad(
+            traefikservice(
+                "ts",
+                "  mirroring:\n    name: whoami\n    port: 80\n"
+                "    mirrors: [{name: whoami, port: 80, percent: 101}]\n",
+            ),
+            ingressroute(TS),
+        ),
+        "InvalidService",
+        "spec.mirroring.mirrors[0].percent",
+        kind="TraefikService",
+        name="ts",
     ),
     Case(
         "invalid-scheme",
@@ -444,7 +467,7 @@ CASES = [
         "security-middleware-fails-closed",
         bad(ingressroute(route_extra="    middlewares: [{name: auth}]\n"), SECURITY_MIDDLEWARE),
         "Unsupported",
-        "spec.digestAuth",
+        "spec.forwardAuth",
         kind="Middleware",
         name="auth",
         line=12,

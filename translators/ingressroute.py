@@ -12,7 +12,17 @@ from dataclasses import dataclass, field, replace
 
 from translators import names, rules
 from translators.errors import Diagnostic, SourceRef
-from translators.ir import Action, DirectResponse, Forward, HeaderMatch, Match, Route
+from translators.errors import diagnostic as _diag
+from translators.ir import (
+    Action,
+    DirectResponse,
+    FilterUse,
+    Forward,
+    HeaderMatch,
+    Match,
+    Mirror,
+    Route,
+)
 from translators.match import UnsupportedMatcher, rule_to_matches
 from translators.middlewares import MiddlewareTranslator
 from translators.middlewares.base import Plan
@@ -163,8 +173,16 @@ class IngressRouteTranslator:
                         "warning",
                     )
                 )
-            action = Forward(backends=weighted, pass_host_header=all(backends.pass_host_header))
+            action = Forward(
+                backends=weighted,
+                pass_host_header=all(backends.pass_host_header),
+                mirrors=tuple(Mirror(cluster=c, fraction=float(f)) for c, f in backends.mirrors),
+                hash_client_ip=backends.hash_client_ip,
+            )
 
+        sticky: tuple[FilterUse, ...] = ()
+        if isinstance(action, Forward) and backends.session is not None:
+            sticky = (FilterUse(kind="stateful_session", config=backends.session),)
         router = names.router_name(ns, ir.metadata.name, route.match)
         priority = route.priority or rules.default_priority(route.match)
         if policy.fail_closed:
@@ -191,7 +209,7 @@ class IngressRouteTranslator:
                             disjunct=d * 1000 + v,
                             headers=plan.header_ops(),
                             rewrite=plan.path.rewrite(),
-                            filters=plan.filters,
+                            filters=(*plan.filters, *sticky),
                             retry=plan.retry,
                         )
                     )
@@ -230,15 +248,3 @@ def _port_variants(
             )
             out.append(replace(plan, conditions=with_port))
     return out
-
-
-def _diag(
-    ref: SourceRef, field: str, reason: str, message: str, severity: str = "error"
-) -> Diagnostic:
-    return Diagnostic(
-        source=ref,
-        field=field,
-        reason=reason,
-        message=message,
-        severity="warning" if severity == "warning" else "error",
-    )

@@ -53,9 +53,20 @@ class WeightedBackend:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Mirror:
+    """A copy of the request sent to ``cluster`` for this share (0 to 1) of requests (mirroring)."""
+
+    cluster: str
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Forward:
     backends: tuple[WeightedBackend, ...]
     pass_host_header: bool = True
+    mirrors: tuple[Mirror, ...] = ()
+    # highestRandomWeight: the backend is picked by a hash of the client address, not at random.
+    hash_client_ip: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +124,8 @@ class HeaderOps:
     request_remove: tuple[str, ...] = ()
     response_set: tuple[tuple[str, str], ...] = ()
     response_remove: tuple[str, ...] = ()
+    # Appended after the sets (a further value of a list header such as Vary).
+    response_append: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +145,9 @@ class Redirect:
     port: int | None = None
     strip_port: bool = False
     status: int = 302
+    # redirectRegex: the path rewritten by a regex (the query kept unless ``strip_query``).
+    path_rewrite: Rewrite | None = None
+    strip_query: bool = False
 
 
 Action = Forward | DirectResponse | Redirect

@@ -12,10 +12,14 @@ Resolution follows Traefik's CRD provider (``pkg/provider/kubernetes/crd/kuberne
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
+
+from pydantic import ValidationError
 
 from translators import names
 from translators.errors import Diagnostic, SourceRef
@@ -25,6 +29,9 @@ from translators.options import Options
 from translators.world import World
 
 MAX_DEPTH = 32
+# RFC 2616 token characters Traefik keeps in a cookie name besides letters and digits.
+_TOKEN = "!#$%&'*+-.^`|~"
+_SAME_SITE = {"none": "None", "lax": "Lax", "strict": "Strict"}
 _UINT32_MAX = 2**32 - 1
 
 
@@ -36,6 +43,17 @@ class BackendError(Exception):
         self.diagnostic = diagnostic
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StickyCookie:
+    """A server-level sticky cookie (Traefik's ``sticky.cookie``), for the stateful_session
+    filter. ``attributes`` are extra cookie attributes (name, value); max_age 0 = session."""
+
+    name: str
+    path: str = "/"
+    max_age: int = 0
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(slots=True)
 class Backends:
     """The flat result for one route: clusters with exact shares, and how Host is passed."""
@@ -43,6 +61,14 @@ class Backends:
     shares: list[tuple[str, Fraction]] = field(default_factory=list)
     pass_host_header: set[bool] = field(default_factory=set)
     warnings: list[Diagnostic] = field(default_factory=list)
+    # mirroring: (cluster, share of requests copied to it), for the whole route.
+    mirrors: list[tuple[str, Fraction]] = field(default_factory=list)
+    # highestRandomWeight: the route's backends are picked by a hash of the client address.
+    hash_client_ip: bool = False
+    # Server-level sticky cookie by cluster (None: that cluster is not sticky).
+    sticky: dict[str, StickyCookie | None] = field(default_factory=dict)
+    # The route's session cookie, when every cluster it serves agrees on one.
+    session: StickyCookie | None = None
 
 
 @dataclass(slots=True)
@@ -71,7 +97,24 @@ class ServiceResolver:
             self._resolve_one(specs[0], namespace, ref, f"{path}[0]", Fraction(1), out, ())
         else:
             self._weighted(specs, namespace, ref, path, Fraction(1), out, ())
+        self._session(out, ref, path)
         return out
+
+    def _session(self, out: Backends, ref: SourceRef, path: str) -> None:
+        """Envoy keeps one session cookie per route (stateful_session): it pins faithfully when
+        every served cluster has the same sticky cookie."""
+        live = {c for c, share in out.shares if share > 0}
+        cookies = {out.sticky.get(c) for c in live}
+        if len(cookies) == 1:
+            out.session = cookies.pop()
+        elif any(c is not None for c in cookies):
+            self._warn(
+                out,
+                ref,
+                path,
+                "services have different sticky cookies (or only some are sticky): Envoy keeps "
+                "one session cookie per route, so no server is pinned",
+            )
 
     def _weighted(
         self,
@@ -125,6 +168,9 @@ class ServiceResolver:
             return
         cluster = self._cluster(spec, ns, ref, path, out)
         out.shares.append((cluster.name, share))
+        cookie = self._sticky(spec, ns, ref, path, out)
+        if out.sticky.setdefault(cluster.name, cookie) != cookie:
+            out.sticky[cluster.name] = None  # one cluster, two cookies: cannot pin both
         out.pass_host_header.add(True if spec.pass_host_header is None else spec.pass_host_header)
 
     def _traefikservice(
@@ -153,15 +199,22 @@ class ServiceResolver:
                 ref, f"{path}.name", "ServiceNotFound", f"TraefikService {ns}/{spec.name} not found"
             )
         ts_spec = entry.obj.spec
-        for kind in ("mirroring", "highest_random_weight", "failover"):
-            if getattr(ts_spec, kind) is not None:
-                raise self._fail(
-                    entry.ref,
-                    f"spec.{_camel(kind)}",
-                    "Unsupported",
-                    f"TraefikService {_camel(kind)} is not translated yet; routes using "
-                    f"{ns}/{spec.name} are not served",
-                )
+        inner = (*stack, key)
+        if ts_spec.mirroring is not None:
+            self._mirroring(ts_spec.mirroring, ns, entry.ref, share, out, inner)
+            return
+        if ts_spec.highest_random_weight is not None:
+            self._hrw(ts_spec.highest_random_weight, ns, entry.ref, share, out, inner)
+            return
+        if ts_spec.failover is not None:
+            raise self._fail(
+                entry.ref,
+                "spec.failover",
+                "Unsupported",
+                "TraefikService failover is not translated yet (Envoy needs an aggregate "
+                f"cluster and a status-code retry to the fallback); routes using "
+                f"{ns}/{spec.name} are not served",
+            )
         if ts_spec.weighted is None:
             raise self._fail(
                 entry.ref,
@@ -180,7 +233,194 @@ class ServiceResolver:
             "spec.weighted.services",
             share,
             out,
-            (*stack, key),
+            inner,
+        )
+
+    def _whole_route(self, share: Fraction, ref: SourceRef, path: str, what: str) -> None:
+        if share != 1:
+            raise self._fail(
+                ref,
+                path,
+                "Unsupported",
+                f"{what} below a weighted split with other children: Envoy applies it to a "
+                "whole route, not to one branch of a split; the route is not served",
+            )
+
+    def _spec(self, raw: object, ref: SourceRef, path: str) -> LoadBalancerSpec:
+        try:
+            return LoadBalancerSpec.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise self._fail(
+                ref, f"{path}.{loc}" if loc else path, "InvalidObject", err["msg"]
+            ) from None
+
+    def _mirroring(
+        self,
+        raw: dict[str, Any],
+        ns: str,
+        ref: SourceRef,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        """Main service as the route's backends; each mirror → a request_mirror_policy."""
+        self._whole_route(share, ref, "spec.mirroring", "mirroring")
+        main = self._spec(raw, ref, "spec.mirroring")
+        if raw.get("mirrorBody") is False:
+            # Fail closed: the mirror would receive request bodies its owner chose not to send.
+            raise self._fail(
+                ref,
+                "spec.mirroring.mirrorBody",
+                "Unsupported",
+                "mirrorBody: false has no Envoy equivalent (Envoy mirrors the body too); "
+                "the route is not served rather than send bodies to the mirror",
+            )
+        max_body = raw.get("maxBodySize")
+        if max_body is not None and max_body != -1:
+            self._warn(
+                out,
+                ref,
+                "spec.mirroring.maxBodySize",
+                f"maxBodySize {max_body} is ignored: Envoy mirrors requests of any body size "
+                "(Traefik skips the mirror above it)",
+            )
+        mirrors = raw.get("mirrors") or []
+        if not isinstance(mirrors, list):
+            raise self._fail(ref, "spec.mirroring.mirrors", "InvalidObject", "must be a list")
+        found: list[tuple[str, Fraction]] = []
+        for i, m in enumerate(mirrors):
+            mpath = f"spec.mirroring.mirrors[{i}]"
+            mspec = self._spec(m, ref, mpath)
+            percent = m.get("percent", 0) if isinstance(m, dict) else 0
+            if isinstance(percent, bool) or not isinstance(percent, int):
+                raise self._fail(
+                    ref,
+                    f"{mpath}.percent",
+                    "InvalidObject",
+                    f"percent {percent!r} is not an integer",
+                )
+            if not 0 <= percent <= 100:
+                raise self._fail(
+                    ref,
+                    f"{mpath}.percent",
+                    "InvalidService",
+                    f"percent {percent} is outside 0 to 100 (as in Traefik)",
+                )
+            sub = Backends()
+            self._resolve_one(mspec, ns, ref, mpath, Fraction(1), sub, stack)
+            out.warnings.extend(sub.warnings)
+            clusters = {c for c, _ in sub.shares}
+            if len(clusters) != 1 or sub.mirrors or sub.hash_client_ip:
+                raise self._fail(
+                    ref,
+                    f"{mpath}.name",
+                    "Unsupported",
+                    f"mirror {mspec.name!r} is not one Service: Envoy mirrors to one cluster; "
+                    "the route is not served",
+                )
+            if percent > 0:  # Traefik: percent 0 (the default) mirrors nothing
+                found.append((clusters.pop(), Fraction(percent, 100)))
+        self._resolve_one(main, ns, ref, "spec.mirroring", Fraction(1), out, stack)
+        out.mirrors.extend(found)
+
+    def _hrw(
+        self,
+        raw: dict[str, Any],
+        ns: str,
+        ref: SourceRef,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        """One service per client address, chosen by a hash: weighted_clusters with
+        use_hash_policy and a source-IP hash policy. Children must each be one cluster, since a
+        client sticks to a child and the child balances its own servers."""
+        self._whole_route(share, ref, "spec.highestRandomWeight", "highestRandomWeight")
+        services = raw.get("services") or []
+        if not isinstance(services, list):
+            raise self._fail(
+                ref, "spec.highestRandomWeight.services", "InvalidObject", "must be a list"
+            )
+        specs = [
+            self._spec(s, ref, f"spec.highestRandomWeight.services[{i}]")
+            for i, s in enumerate(services)
+        ]
+        for i, spec in enumerate(specs):
+            path = f"spec.highestRandomWeight.services[{i}]"
+            if spec.kind != "TraefikService":
+                continue
+            sub = Backends()
+            self._resolve_one(spec, ns, ref, path, Fraction(1), sub, stack)
+            if len({c for c, _ in sub.shares}) > 1 or sub.mirrors or sub.hash_client_ip:
+                raise self._fail(
+                    ref,
+                    f"{path}.name",
+                    "Unsupported",
+                    f"highestRandomWeight child {spec.name!r} is not one Service: Envoy can pin "
+                    "a client to a cluster, not to a nested split; the route is not served",
+                )
+        before = len(out.shares)
+        self._weighted(specs, ns, ref, "spec.highestRandomWeight.services", share, out, stack)
+        if len(out.shares) > before:
+            out.hash_client_ip = True
+
+    def _sticky(
+        self, spec: LoadBalancerSpec, ns: str, ref: SourceRef, path: str, out: Backends
+    ) -> StickyCookie | None:
+        """Traefik's server-level ``sticky.cookie`` (pkg/server/cookie: default name is ``_``
+        and the first 5 hex digits of sha1("_TRAEFIK_BACKEND_" + service name))."""
+        if spec.sticky is None:
+            return None
+        raw = spec.sticky.get("cookie")
+        if not isinstance(raw, dict):
+            self._warn(
+                out, ref, f"{path}.sticky", "sticky without cookie has no effect", "InvalidObject"
+            )
+            return None
+        fpath = f"{path}.sticky.cookie"
+        name = raw.get("name") or ""
+        if name:
+            name = "".join(c if c.isascii() and (c.isalnum() or c in _TOKEN) else "_" for c in name)
+        else:
+            backend = f"{ns}-{spec.name}-{spec.port}@kubernetescrd"
+            name = "_" + hashlib.sha1(f"_TRAEFIK_BACKEND_{backend}".encode()).hexdigest()[:5]
+        max_age = raw.get("maxAge") or 0
+        if isinstance(max_age, bool) or not isinstance(max_age, int):
+            raise self._fail(ref, f"{fpath}.maxAge", "InvalidObject", "maxAge must be an integer")
+        if max_age < 0:
+            self._warn(
+                out,
+                ref,
+                f"{fpath}.maxAge",
+                "a negative maxAge makes Traefik expire the cookie at once (no stickiness); "
+                "Envoy cannot send an expired cookie, so no cookie is set",
+            )
+            return None
+        attributes: list[tuple[str, str]] = []
+        if raw.get("domain"):
+            attributes.append(("Domain", str(raw["domain"])))
+        # HttpOnly: Envoy's session cookie always carries it (Traefik's default is off).
+        if raw.get("secure"):
+            attributes.append(("Secure", ""))
+        same_site = str(raw.get("sameSite") or "").lower()
+        if same_site in _SAME_SITE:
+            attributes.append(("SameSite", _SAME_SITE[same_site]))
+        elif same_site:
+            self._warn(
+                out,
+                ref,
+                f"{fpath}.sameSite",
+                f"sameSite {same_site!r} is not none, lax or strict; no SameSite attribute "
+                "(as in Traefik)",
+                "InvalidObject",
+            )
+        return StickyCookie(
+            name=name,
+            path=str(raw.get("path") or "/"),
+            max_age=max_age,
+            attributes=tuple(attributes),
         )
 
     def _cluster(
@@ -226,7 +466,7 @@ class ServiceResolver:
                 f"{path}.responseForwarding",
                 "responseForwarding is ignored: Envoy streams responses as they arrive",
             )
-        for fld in ("sticky", "passive_health_check", "servers_transport", "node_port_lb"):
+        for fld in ("passive_health_check", "servers_transport", "node_port_lb"):
             if getattr(spec, fld) is not None:
                 self._warn(
                     out,

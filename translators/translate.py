@@ -57,4 +57,9 @@ def _filter_slots(routes: list[Route]) -> tuple[tuple[str, int], ...]:
 
 def _referenced(routes: list[Route]) -> set[str]:
     """Only clusters some served route uses: a dropped route leaves nothing behind."""
-    return {b.cluster for r in routes if isinstance(r.action, Forward) for b in r.action.backends}
+    out: set[str] = set()
+    for r in routes:
+        if isinstance(r.action, Forward):
+            out.update(b.cluster for b in r.action.backends)
+            out.update(m.cluster for m in r.action.mirrors)
+    return out

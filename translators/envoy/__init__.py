@@ -10,9 +10,12 @@ from translators.envoy import (
     filter_basic_auth,  # noqa: F401
     filter_buffer,  # noqa: F401
     filter_compressor,  # noqa: F401
+    filter_cors,  # noqa: F401
+    filter_ext_authz,  # noqa: F401
     filter_grpc_web,  # noqa: F401
     filter_local_ratelimit,  # noqa: F401
     filter_rbac,  # noqa: F401
+    filter_stateful_session,  # noqa: F401
 )
 from translators.envoy.cluster import build_cluster
 from translators.envoy.endpoint import build_load_assignment

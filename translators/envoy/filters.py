@@ -48,6 +48,7 @@ FILTER_ORDER: tuple[str, ...] = (
     "compressor_zstd",
     "grpc_web",
     "custom_response",
+    "stateful_session",
 )
 FILTERS: dict[str, FilterKind] = {}
 

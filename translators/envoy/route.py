@@ -20,6 +20,7 @@ from envoy.config.route.v3 import route_components_pb2 as route_v3
 from envoy.config.route.v3 import route_pb2 as rds_v3
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import duration, pack
@@ -32,6 +33,7 @@ from translators.ir import (
     HeaderMatch,
     HeaderOps,
     Match,
+    Mirror,
     QueryMatch,
     Redirect,
     Retry,
@@ -87,6 +89,7 @@ def build_match(m: Match) -> route_v3.RouteMatch:
 
 
 _OVERWRITE = base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_v3.HeaderValueOption.HeaderAppendAction.APPEND_IF_EXISTS_OR_ADD
 _REDIRECT_CODES = {
     301: route_v3.RedirectAction.RedirectResponseCode.MOVED_PERMANENTLY,
     302: route_v3.RedirectAction.RedirectResponseCode.FOUND,
@@ -115,6 +118,12 @@ def _apply_header_ops(out: route_v3.Route, ops: HeaderOps) -> None:
     out.request_headers_to_remove.extend(h.lower() for h in ops.request_remove)
     out.response_headers_to_add.extend(_header_options(ops.response_set))
     out.response_headers_to_remove.extend(h.lower() for h in ops.response_remove)
+    out.response_headers_to_add.extend(
+        base_v3.HeaderValueOption(
+            header=base_v3.HeaderValue(key=k, value=_literal(v)), append_action=_APPEND
+        )
+        for k, v in ops.response_append
+    )
 
 
 def _redirect(r: Redirect) -> route_v3.RedirectAction:
@@ -125,6 +134,11 @@ def _redirect(r: Redirect) -> route_v3.RedirectAction:
         out.host_redirect = r.host
     if r.port:
         out.port_redirect = r.port
+    if r.path_rewrite is not None:
+        out.regex_rewrite.pattern.regex = r.path_rewrite.pattern
+        out.regex_rewrite.substitution = r.path_rewrite.substitution
+    if r.strip_query:
+        out.strip_query = True
     return out
 
 
@@ -164,9 +178,35 @@ def build_route(route: Route) -> route_v3.Route:
         ra.regex_rewrite.substitution = route.rewrite.substitution
     if not action.pass_host_header:
         ra.auto_host_rewrite.value = True
+    for m in action.mirrors:
+        ra.request_mirror_policies.append(_mirror_policy(m))
+    if action.hash_client_ip:
+        if ra.HasField("weighted_clusters"):
+            ra.weighted_clusters.use_hash_policy.value = True
+        ra.hash_policy.append(
+            route_v3.RouteAction.HashPolicy(
+                connection_properties=route_v3.RouteAction.HashPolicy.ConnectionProperties(
+                    source_ip=True
+                )
+            )
+        )
     if route.retry is not None:
         ra.retry_policy.CopyFrom(_retry_policy(route.retry))
     return out
+
+
+def _mirror_policy(m: Mirror) -> route_v3.RouteAction.RequestMirrorPolicy:
+    """Traefik's mirror keeps the Host header: no ``-shadow`` suffix."""
+    return route_v3.RouteAction.RequestMirrorPolicy(
+        cluster=m.cluster,
+        runtime_fraction=base_v3.RuntimeFractionalPercent(
+            default_value=percent_pb2.FractionalPercent(
+                numerator=round(m.fraction * 1_000_000),
+                denominator=percent_pb2.FractionalPercent.DenominatorType.MILLION,
+            )
+        ),
+        disable_shadow_host_suffix_append=True,
+    )
 
 
 # Envoy's backoff base must be positive: "retry at once" is the shortest it takes.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from translators.errors import Diagnostic, SourceRef
-from translators.middlewares.auth import basic_auth
+from translators.middlewares.auth import basic_auth, digest_auth
 from translators.middlewares.base import (
     SECURITY,
     Context,
@@ -24,9 +24,15 @@ from translators.middlewares.base import (
 )
 from translators.middlewares.headers import headers
 from translators.middlewares.ipallowlist import ip_allow_list
-from translators.middlewares.paths import add_prefix, replace_path, replace_path_regex, strip_prefix
+from translators.middlewares.paths import (
+    add_prefix,
+    replace_path,
+    replace_path_regex,
+    strip_prefix,
+    strip_prefix_regex,
+)
 from translators.middlewares.ratelimit import rate_limit
-from translators.middlewares.redirect import redirect_scheme
+from translators.middlewares.redirect import redirect_regex, redirect_scheme
 from translators.middlewares.traffic import buffering, compress, content_type, grpc_web, retry
 from translators.models import MiddlewareRef
 from translators.options import Options
@@ -37,11 +43,14 @@ Handler = Callable[[Mapping[str, Any], list[Plan], Context, str], list[Plan]]
 HANDLERS: dict[str, Handler] = {
     "addPrefix": add_prefix,
     "stripPrefix": strip_prefix,
+    "stripPrefixRegex": strip_prefix_regex,
     "replacePath": replace_path,
     "replacePathRegex": replace_path_regex,
     "headers": headers,
     "redirectScheme": redirect_scheme,
+    "redirectRegex": redirect_regex,
     "basicAuth": basic_auth,
+    "digestAuth": digest_auth,
     "retry": retry,
     "compress": compress,
     "buffering": buffering,

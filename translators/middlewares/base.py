@@ -87,6 +87,7 @@ class Plan:
     request_remove: tuple[str, ...] = ()
     response_set: tuple[tuple[str, str], ...] = ()
     response_remove: tuple[str, ...] = ()
+    response_append: tuple[tuple[str, str], ...] = ()
     redirect: Redirect | None = None
     filters: tuple[FilterUse, ...] = ()
     retry: Retry | None = None
@@ -110,12 +111,16 @@ class Plan:
         kept = tuple((k, v) for k, v in self.response_set if k.lower() != name.lower())
         return replace(self, response_set=kept, response_remove=(*self.response_remove, name))
 
+    def append_response(self, name: str, value: str) -> Plan:
+        return replace(self, response_append=(*self.response_append, (name, value)))
+
     def header_ops(self) -> HeaderOps:
         return HeaderOps(
             request_set=self.request_set,
             request_remove=self.request_remove,
             response_set=self.response_set,
             response_remove=self.response_remove,
+            response_append=self.response_append,
         )
 
 

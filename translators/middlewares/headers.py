@@ -1,26 +1,23 @@
 """The headers middleware: custom request/response headers and the static security headers.
 
 Traefik sets custom headers in map order after its own; an empty value deletes the header.
-CORS, ``allowedHosts`` and the proxy-header options are not translated yet: a Middleware using
-them is reported and its routes are not served (they would behave differently).
+CORS goes to Envoy's cors filter (a ``CorsPolicy`` per route, see ``translators/envoy/filter_cors``)
+plus the response headers Traefik adds whatever the origin. ``allowedHosts`` and the proxy-header
+options are not translated yet: a Middleware using them is reported and its routes are not served
+(they would behave differently).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from translators.middlewares.base import Context, MiddlewareError, Plan, Unsupported
 
 _NOT_YET = (
-    "accessControlAllowCredentials",
-    "accessControlAllowHeaders",
-    "accessControlAllowMethods",
-    "accessControlAllowOriginList",
-    "accessControlAllowOriginListRegex",
-    "accessControlExposeHeaders",
-    "accessControlMaxAge",
-    "addVaryHeader",
     "allowedHosts",
     "hostsProxyHeaders",
     "sslProxyHeaders",
@@ -34,6 +31,90 @@ _IGNORED_BY_TRAEFIK = (
     "sslForceHost",
     "featurePolicy",
 )
+
+
+_CORS = (
+    "accessControlAllowCredentials",
+    "accessControlAllowHeaders",
+    "accessControlAllowMethods",
+    "accessControlAllowOriginList",
+    "accessControlAllowOriginListRegex",
+    "accessControlExposeHeaders",
+    "accessControlMaxAge",
+    "addVaryHeader",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """A route's CorsPolicy. ``origins`` are exact; ``origin_regexes`` are whole-origin RE2."""
+
+    origins: tuple[str, ...]
+    origin_regexes: tuple[str, ...]
+    allow_methods: str
+    allow_headers: str
+    expose_headers: str
+    max_age: str
+    allow_credentials: bool
+
+
+def _strings(spec: Mapping[str, Any], key: str, field: str) -> list[str]:
+    value = spec.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MiddlewareError(f"{field}.{key}", f"{key} must be a list of strings")
+    return value
+
+
+def _cors(spec: Mapping[str, Any], field: str) -> tuple[CorsConfig, list[tuple[str, str]]] | None:
+    """Traefik's CORS (pkg/middlewares/headers/header.go): the policy, and the response headers
+    Traefik sets on every non-preflight response whatever the origin."""
+    if all(spec.get(key) in (None, [], False, 0, "") for key in _CORS):
+        return None
+    credentials = spec.get("accessControlAllowCredentials", False)
+    if not isinstance(credentials, bool):
+        raise MiddlewareError(
+            f"{field}.accessControlAllowCredentials", "accessControlAllowCredentials must be a bool"
+        )
+    max_age = spec.get("accessControlMaxAge") or 0
+    if isinstance(max_age, bool) or not isinstance(max_age, int):
+        raise MiddlewareError(
+            f"{field}.accessControlMaxAge", "accessControlMaxAge must be an integer"
+        )
+    origins = _strings(spec, "accessControlAllowOriginList", field)
+    regexes = []
+    for i, regex in enumerate(_strings(spec, "accessControlAllowOriginListRegex", field)):
+        try:
+            re2.compile(regex)
+        except re2.error as exc:
+            raise MiddlewareError(
+                f"{field}.accessControlAllowOriginListRegex[{i}]", f"invalid regex: {exc}"
+            ) from exc
+        # Go's MatchString finds the pattern anywhere in the origin; Envoy matches the whole.
+        regexes.append(f".*(?:{regex}).*")
+    exact = [o for o in origins if o != "*"]
+    if len(exact) != len(origins):
+        regexes.append(".*")  # "*" allows every origin
+    expose = ",".join(_strings(spec, "accessControlExposeHeaders", field))
+    config = CorsConfig(
+        origins=tuple(exact),
+        origin_regexes=tuple(regexes),
+        allow_methods=",".join(_strings(spec, "accessControlAllowMethods", field)),
+        allow_headers=",".join(_strings(spec, "accessControlAllowHeaders", field)),
+        expose_headers=expose,
+        max_age=str(max_age),
+        allow_credentials=credentials,
+    )
+    always: list[tuple[str, str]] = []
+    if "*" in origins and not credentials:
+        # Traefik answers "*" even without an Origin; with one, Envoy's filter echoes it.
+        always.append(("Access-Control-Allow-Origin", "*"))
+    if credentials:
+        always.append(("Access-Control-Allow-Credentials", "true"))
+    if expose:
+        always.append(("Access-Control-Expose-Headers", expose))
+    return config, always
 
 
 def _mapping(spec: Mapping[str, Any], key: str, field: str) -> Mapping[str, str]:
@@ -96,13 +177,23 @@ def headers(spec: Mapping[str, Any], plans: list[Plan], ctx: Context, field: str
                 "rewriting Host through customRequestHeaders is not translated yet",
             )
     security = _security_headers(spec)
+    cors = _cors(spec, field)
     out = []
     for plan in plans:
+        if cors is not None:
+            plan = plan.add_filter("cors", cors[0])
         for name, value in request.items():
             plan = plan.set_request(name, value) if value else plan.remove_request(name)
         for name, value in security:
             plan = plan.set_response(name, value)
         for name, value in response.items():
             plan = plan.set_response(name, value) if value else plan.remove_response(name)
+        if cors is not None:
+            for name, value in cors[1]:
+                plan = plan.set_response(name, value)
+            if spec.get("addVaryHeader") is True:
+                # Traefik appends ",Origin" to the backend's Vary; a second Vary line means
+                # the same (RFC 9110 §5.3).
+                plan = plan.append_response("Vary", "Origin")
         out.append(plan)
     return out

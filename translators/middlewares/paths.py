@@ -13,6 +13,8 @@ request headers before its rewrite, so ``%PATH(WQ)%`` there is the path as recei
 
 from __future__ import annotations
 
+import re._constants as sre_c  # type: ignore[import-not-found]
+import re._parser as sre_p  # type: ignore[import-not-found]
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -94,6 +96,116 @@ def _strip_variants(plan: Plan, prefixes: list[str], field: str) -> list[Plan]:
         out.append(variant)
         excluded.append(replace(cond, invert=True))
     out.append(replace(plan, conditions=(*plan.conditions, *excluded)))
+    return out
+
+
+# stripPrefixRegex regexes are translated when they match one of a few literal strings.
+MAX_REGEX_LITERALS = 32
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _expand(items: Any) -> list[str]:
+    """The strings a regex (parsed by Python's sre parser) matches at the start of a path, in Go's
+    leftmost-first priority order; raises _NotFinite for anything but literals, small classes,
+    alternations, groups and bounded repeats."""
+    out = [""]
+    for op, av in items:
+        if op is sre_c.LITERAL:
+            alts = [chr(av)]
+        elif op is sre_c.IN:
+            alts = []
+            for kind, val in av:
+                if kind is sre_c.LITERAL:
+                    alts.append(chr(val))
+                elif kind is sre_c.RANGE and val[1] - val[0] < MAX_REGEX_LITERALS:
+                    alts.extend(chr(c) for c in range(val[0], val[1] + 1))
+                else:
+                    raise _NotFinite
+        elif op is sre_c.BRANCH:
+            alts = [x for branch in av[1] for x in _expand(branch)]
+        elif op is sre_c.SUBPATTERN:
+            if av[1] or av[2]:
+                raise _NotFinite  # inline flags
+            alts = _expand(av[3])
+        elif op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT):
+            low, high, sub = av
+            if high is sre_c.MAXREPEAT or high > MAX_REGEX_LITERALS:
+                raise _NotFinite
+            alts = _repeat(_expand(sub), low, high, op is sre_c.MAX_REPEAT)
+        else:
+            raise _NotFinite
+        out = [a + b for a in out for b in alts]
+        if len(out) > MAX_REGEX_LITERALS:
+            raise _NotFinite
+    return out
+
+
+def _repeat(alts: list[str], low: int, high: int, greedy: bool) -> list[str]:
+    if high == 0:
+        return [""]
+    more = [a + b for a in alts for b in _repeat(alts, max(low - 1, 0), high - 1, greedy)]
+    if len(more) > MAX_REGEX_LITERALS:
+        raise _NotFinite
+    if low > 0:
+        return more
+    return [*more, ""] if greedy else ["", *more]
+
+
+def _regex_prefixes(regex: str, field: str) -> list[str]:
+    """The literal prefixes a stripPrefixRegex regex strips, in the order Go would pick them.
+
+    Go takes the leftmost-first match and strips it when it is a non-empty prefix of the path;
+    an empty match counts as no match (the next regex is tried). So the prefixes are the
+    regex's strings in priority order, up to the first empty one, that start with '/'."""
+    pattern = regex.strip()
+    try:
+        re2.compile(pattern)
+    except re2.error as exc:
+        raise MiddlewareError(field, f"invalid regex: {exc}") from exc
+    unsupported = Unsupported(
+        field,
+        f"regex {pattern!r} matches more than a few literal prefixes: Envoy cannot send the "
+        "matched text as X-Forwarded-Prefix (only regexes matching at most "
+        f"{MAX_REGEX_LITERALS} literal strings, without '.', '$', flags or unbounded repeats, "
+        "are translated)",
+    )
+    try:
+        parsed = sre_p.parse(pattern)
+    except Exception as exc:  # Python's syntax is not Go's: refuse what it cannot read
+        raise unsupported from exc
+    items = list(parsed)
+    if items and items[0] == (sre_c.AT, sre_c.AT_BEGINNING):
+        items = items[1:]
+    try:
+        strings = _expand(items)
+    except (_NotFinite, ValueError) as exc:
+        raise unsupported from exc
+    out: list[str] = []
+    for text in strings:
+        if not text:
+            break
+        if text.startswith("/") and text not in out:
+            out.append(text)
+    return out
+
+
+def strip_prefix_regex(
+    spec: Mapping[str, Any], plans: list[Plan], ctx: Context, field: str
+) -> list[Plan]:
+    regexes = spec.get("regex")
+    if not isinstance(regexes, list) or not all(isinstance(r, str) for r in regexes):
+        raise MiddlewareError(f"{field}.regex", "regex must be a list of strings")
+    prefixes: list[str] = []
+    for i, regex in enumerate(regexes):
+        prefixes.extend(
+            p for p in _regex_prefixes(regex, f"{field}.regex[{i}]") if p not in prefixes
+        )
+    out: list[Plan] = []
+    for plan in plans:
+        out.extend(_strip_variants(plan, prefixes, field))
     return out
 
 
