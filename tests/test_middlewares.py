@@ -93,6 +93,7 @@ spec:
 {route("Host(`order.example`)", "add", "strip")}
 {route("Host(`digest.example`)", "digest")}
 {route("Host(`basic.example`)", "basic")}
+{route("Host(`twice.example`)", "basic", "htpasswd")}
 {route("Host(`htpasswd.example`)", "htpasswd")}
 {route("Host(`bcrypt.example`)", "bcrypt")}
 {route("Host(`nosecret.example`)", "nosecret")}
@@ -220,3 +221,14 @@ def test_basic_auth(stack: Stack) -> None:
     assert stack.request("/", host="bcrypt.example", headers=_auth("carol", "x"))[0] == 401
     # A missing Secret: the route fails closed, never forwards.
     assert stack.request("/", host="nosecret.example")[0] == 500
+
+
+def test_a_filter_kind_used_twice_on_one_route_takes_two_instances(stack: Stack) -> None:
+    # basic (alice) then htpasswd (bob): no user is in both lists, so nobody gets through,
+    # and each check answers 401 on its own.
+    assert stack.request("/", host="twice.example", headers=_auth("alice", "s3cret"))[0] == 401
+    assert stack.request("/", host="twice.example", headers=_auth("bob", "s3cret"))[0] == 401
+    listeners = stack.controlplane.admin_json("/debug/config")["resources"]["Listener"]["items"]
+    hcm = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert "envoy.filters.http.basic_auth/basic_auth/1" in names
