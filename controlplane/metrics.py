@@ -12,6 +12,12 @@ class Metrics:
         self.connected = Gauge(
             "switchman_xds_connected_proxies", "Connected ADS streams", registry=r
         )
+        self.proxies = Gauge(
+            "switchman_xds_proxies",
+            "Connected Envoys by node cluster, Envoy version and xDS protocol",
+            ["node_cluster", "envoy_version", "protocol"],
+            registry=r,
+        )
         self.pushes = Counter("switchman_xds_pushes", "xDS responses sent", ["type"], registry=r)
         self.acks = Counter(
             "switchman_xds_acks", "xDS responses acknowledged", ["type"], registry=r

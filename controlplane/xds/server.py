@@ -342,7 +342,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     req = get.result()
                     if req is None:
                         return
+                    known = getattr(stream, "status", None)
                     stream.on_request(req, time.monotonic())
+                    status = getattr(stream, "status", None)
+                    if known is None and status is not None:
+                        self.metrics.proxies.labels(*_proxy_labels(status)).inc()
                     # Drain whatever else has arrived: only the newest request of a type counts.
                     while not requests.empty():
                         more = requests.get_nowait()
@@ -362,6 +366,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             reader.cancel()
             stream.close()
             self.metrics.connected.dec()
+            status = getattr(stream, "status", None)
+            if status is not None:
+                self.metrics.proxies.labels(*_proxy_labels(status)).dec()
+
+
+def _proxy_labels(status: NodeStatus) -> tuple[str, str, str]:
+    return (status.cluster, status.user_agent, status.protocol)
 
 
 class Stream(Protocol):
