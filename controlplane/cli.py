@@ -41,6 +41,11 @@ def _add_translation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-cross-namespace", action="store_true")
     p.add_argument("--allow-empty-services", action="store_true")
     p.add_argument("--allow-external-name-services", action="store_true")
+    p.add_argument(
+        "--upstream-ca-file",
+        default="/etc/ssl/certs/ca-certificates.crt",
+        help="CA bundle on the Envoy host for https backends without a ServersTransport CA",
+    )
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -50,6 +55,7 @@ def _options(args: argparse.Namespace) -> Options:
         allow_cross_namespace=args.allow_cross_namespace,
         allow_empty_services=args.allow_empty_services,
         allow_external_name_services=args.allow_external_name_services,
+        upstream_ca_file=args.upstream_ca_file,
     )
 
 

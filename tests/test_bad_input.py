@@ -176,9 +176,10 @@ MIDDLEWARE = (  # a type not translated yet: the route is not served
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
     "metadata: {name: strip, namespace: default}\nspec: {inFlightReq: {amount: 10}}\n"
 )
-SECURITY_MIDDLEWARE = (  # a security type not translated yet: the route answers 500
+SECURITY_MIDDLEWARE = (  # a security middleware that cannot be translated: answers 500
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-    'metadata: {name: auth, namespace: default}\nspec: {forwardAuth: {address: "http://a"}}\n'
+    "metadata: {name: auth, namespace: default}\n"
+    'spec: {forwardAuth: {address: "http://a", tls: {insecureSkipVerify: true}}}\n'
 )
 OTHER_TS = traefikservice(
     "ts", "  weighted:\n    services: [{name: whoami, port: 80}]\n", namespace="other"
@@ -467,7 +468,7 @@ CASES = [
         "security-middleware-fails-closed",
         bad(ingressroute(route_extra="    middlewares: [{name: auth}]\n"), SECURITY_MIDDLEWARE),
         "Unsupported",
-        "spec.forwardAuth",
+        "spec.forwardAuth.tls",
         kind="Middleware",
         name="auth",
         line=12,

@@ -8,7 +8,7 @@ sorts once, at the end; the back end maps the IR to protos in the order it finds
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Literal
 
 from translators.errors import Diagnostic, SourceRef
@@ -34,6 +34,40 @@ class Endpoint:
     draining: bool = False
 
 
+# A dataclass field with this metadata is written as "<redacted>" by ``to_plain`` (/debug, goldens).
+REDACT = {"redact": True}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientCertificate:
+    """A client certificate for upstream mTLS, PEM inline (SDS is future work)."""
+
+    secret: str  # ns/name of the Secret it came from
+    certificate_chain: str
+    private_key: str = field(metadata=REDACT, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTransport:
+    """A ServersTransport, resolved: the cluster's TLS and connection settings. Defaults are
+    Traefik's; times in seconds, 0 = none."""
+
+    name: str  # ns/name of the ServersTransport
+    server_name: str = ""  # SNI; also the name verified when no peerCertSANs are given
+    insecure_skip_verify: bool = False
+    trusted_ca: str = ""  # PEM bundle; "" = the system roots
+    client_certificate: ClientCertificate | None = None
+    # (Envoy SAN type, value): the peer certificate must carry one of them.
+    peer_sans: tuple[tuple[str, str], ...] = ()
+    min_version: str = ""  # Envoy TlsParameters names (TLSv1_2); "" = Envoy's default
+    max_version: str = ""
+    cipher_suites: tuple[str, ...] = ()  # BoringSSL names
+    dial_timeout: float = 30.0
+    idle_conn_timeout: float = 90.0
+    read_idle_timeout: float = 0.0  # HTTP/2 PING interval (h2c only)
+    ping_timeout: float = 15.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """One Kubernetes Service port, as an EDS cluster (``ns/svc/port``)."""
@@ -44,6 +78,10 @@ class Cluster:
     scheme: Scheme
     endpoints: tuple[Endpoint, ...]
     source: SourceRef
+    transport: UpstreamTransport | None = None
+    # For https without a ServersTransport CA: the trust bundle on the Envoy host (Traefik checks
+    # backend certificates against the system roots; Envoy has no built-in system roots).
+    system_ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,11 +264,13 @@ def to_plain(value: object) -> object:
     """IR → plain dicts, lists and scalars (golden files, ``/debug``), keys in field order."""
     if isinstance(value, tuple | list):
         return [to_plain(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
+    if is_dataclass(value) and not isinstance(value, type):
         out: dict[str, object] = {}
         if isinstance(value, Forward | DirectResponse | Redirect):
             out["type"] = type(value).__name__
-        for name in value.__dataclass_fields__:
-            out[name] = to_plain(getattr(value, name))
+        for f in fields(value):
+            out[f.name] = (
+                "<redacted>" if f.metadata.get("redact") else to_plain(getattr(value, f.name))
+            )
         return out
     return value

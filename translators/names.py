@@ -22,6 +22,11 @@ def cluster_name(namespace: str, service: str, port: int) -> str:
     return _cap(f"{namespace}/{service}/{port}")
 
 
+def cluster_variant(cluster: str, suffix: str) -> str:
+    """A variant of a cluster (another scheme or ServersTransport): ``<cluster>/<suffix>``."""
+    return _cap(f"{cluster}/{suffix}")
+
+
 def listener_name(entrypoint: str) -> str:
     return _cap(entrypoint)
 
@@ -39,3 +44,8 @@ def router_name(namespace: str, ingressroute: str, match: str) -> str:
 def route_name(router: str, index: int, disjunct: int, variant: int = 0) -> str:
     suffix = f"/{variant}" if variant else ""
     return _cap(f"{router}/{index}/{disjunct}{suffix}")
+
+
+def forward_auth_cluster_name(host: str, port: int) -> str:
+    """A forwardAuth server's cluster; ``forwardAuth`` has capitals, so no namespace is like it."""
+    return _cap(f"forwardAuth/{host}/{port}")

@@ -22,3 +22,5 @@ class Options:
     max_rule_alternatives: int = 64
     # Largest RE2 program a generated regex may have; the bootstrap raises Envoy's limit to it.
     max_regex_program_size: int = 1000
+    # The CA bundle Envoy checks https backends against when no ServersTransport gives rootCAs.
+    upstream_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"

@@ -23,9 +23,10 @@ from pydantic import ValidationError
 
 from translators import names
 from translators.errors import Diagnostic, SourceRef
-from translators.ir import Cluster, Endpoint, Scheme, WeightedBackend
+from translators.ir import Cluster, Endpoint, Scheme, UpstreamTransport, WeightedBackend
 from translators.models import LoadBalancerSpec, Service, ServicePort
 from translators.options import Options
+from translators.transport import TransportError, TransportResolver
 from translators.world import World
 
 MAX_DEPTH = 32
@@ -76,6 +77,7 @@ class ServiceResolver:
     world: World
     options: Options
     clusters: dict[str, Cluster] = field(default_factory=dict)
+    transports: TransportResolver | None = None
 
     def _fail(self, ref: SourceRef, path: str, reason: str, message: str) -> BackendError:
         return BackendError(Diagnostic(source=ref, field=path, reason=reason, message=message))
@@ -466,7 +468,7 @@ class ServiceResolver:
                 f"{path}.responseForwarding",
                 "responseForwarding is ignored: Envoy streams responses as they arrive",
             )
-        for fld in ("passive_health_check", "servers_transport", "node_port_lb"):
+        for fld in ("passive_health_check", "node_port_lb"):
             if getattr(spec, fld) is not None:
                 self._warn(
                     out,
@@ -520,6 +522,9 @@ class ServiceResolver:
             name = names.cluster_name(ns, spec.name, svc_port.port)
         if scheme != "http":
             name += f"/{scheme}"
+        transport = self._transport(spec, ns, ref, path, scheme, out)
+        if transport is not None:
+            name = names.cluster_variant(name, f"transport/{transport.name.partition('/')[2]}")
         if not endpoints and not self.options.allow_empty_services:
             raise self._fail(
                 ref,
@@ -535,9 +540,69 @@ class ServiceResolver:
             scheme=scheme,
             endpoints=endpoints,
             source=entry.ref,
+            transport=transport,
+            system_ca_file=self.options.upstream_ca_file if scheme == "https" else "",
         )
         self.clusters[name] = cluster
         return cluster
+
+    def _transport(
+        self,
+        spec: LoadBalancerSpec,
+        ns: str,
+        ref: SourceRef,
+        path: str,
+        scheme: Scheme,
+        out: Backends,
+    ) -> UpstreamTransport | None:
+        """The reference's ``serversTransport``: a ServersTransport in the same namespace."""
+        name = spec.servers_transport
+        if not name:
+            return None
+        fpath = f"{path}.serversTransport"
+        if "@" in name:
+            raise self._fail(
+                ref,
+                fpath,
+                "Unsupported",
+                f"cross-provider ServersTransport reference {name!r}: Switchman has one "
+                "provider; the route is not served",
+            )
+        if self.transports is None:
+            self.transports = TransportResolver(self.world)
+        try:
+            transport, warnings = self.transports.resolve(ns, name)
+        except KeyError:
+            raise self._fail(
+                ref,
+                fpath,
+                "ServersTransportNotFound",
+                f"ServersTransport {ns}/{name} not found; the route is not served",
+            ) from None
+        except TransportError as exc:
+            d = exc.diagnostic
+            raise BackendError(
+                Diagnostic(
+                    source=d.source,
+                    field=d.field,
+                    reason=d.reason,
+                    message=f"{d.message} (used by {ref.describe()} {fpath}); the route is "
+                    "not served",
+                )
+            ) from None
+        for w in warnings:
+            if w not in out.warnings:
+                out.warnings.append(w)
+        if scheme == "http":
+            self._warn(
+                out,
+                ref,
+                fpath,
+                f"scheme is http: the TLS settings of ServersTransport {ns}/{name} do not "
+                "apply (its timeouts do)",
+                "Ignored",
+            )
+        return transport
 
     def _endpoints(
         self, ns: str, svc: str, port: ServicePort, out: Backends

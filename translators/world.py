@@ -15,11 +15,13 @@ from typing import Generic, TypeVar
 
 from translators.errors import Diagnostic, SourceRef
 from translators.models import (
+    ConfigMap,
     EndpointSlice,
     IngressRoute,
     Middleware,
     Resource,
     Secret,
+    ServersTransport,
     Service,
     TraefikService,
     api_group,
@@ -46,6 +48,8 @@ class World:
     traefikservices: Mapping[Key, Entry[TraefikService]] = field(default_factory=_empty)  # type: ignore[arg-type]
     services: Mapping[Key, Entry[Service]] = field(default_factory=_empty)  # type: ignore[arg-type]
     secrets: Mapping[Key, Entry[Secret]] = field(default_factory=_empty)  # type: ignore[arg-type]
+    configmaps: Mapping[Key, Entry[ConfigMap]] = field(default_factory=_empty)  # type: ignore[arg-type]
+    serverstransports: Mapping[Key, Entry[ServersTransport]] = field(default_factory=_empty)  # type: ignore[arg-type]
     # EndpointSlices by the (namespace, service name) they belong to.
     endpointslices: Mapping[Key, tuple[Entry[EndpointSlice], ...]] = field(default_factory=_empty)  # type: ignore[arg-type]
 
@@ -91,6 +95,8 @@ def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, l
     tss: dict[Key, Entry[TraefikService]] = {}
     svcs: dict[Key, Entry[Service]] = {}
     secrets: dict[Key, Entry[Secret]] = {}
+    configmaps: dict[Key, Entry[ConfigMap]] = {}
+    transports: dict[Key, Entry[ServersTransport]] = {}
     slices: dict[Key, list[Entry[EndpointSlice]]] = {}
     for obj, ref in chosen:
         if isinstance(obj, IngressRoute):
@@ -103,6 +109,10 @@ def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, l
             svcs[obj.key] = Entry(obj, ref)
         elif isinstance(obj, Secret):
             secrets[obj.key] = Entry(obj, ref)
+        elif isinstance(obj, ConfigMap):
+            configmaps[obj.key] = Entry(obj, ref)
+        elif isinstance(obj, ServersTransport):
+            transports[obj.key] = Entry(obj, ref)
         elif isinstance(obj, EndpointSlice):
             svc = obj.service_name
             if svc is None:
@@ -123,6 +133,8 @@ def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, l
         traefikservices=MappingProxyType(tss),
         services=MappingProxyType(svcs),
         secrets=MappingProxyType(secrets),
+        configmaps=MappingProxyType(configmaps),
+        serverstransports=MappingProxyType(transports),
         endpointslices=MappingProxyType({k: tuple(v) for k, v in sorted(slices.items())}),
     )
     return world, diagnostics

@@ -12,16 +12,20 @@ from translators.envoy import (
     filter_compressor,  # noqa: F401
     filter_cors,  # noqa: F401
     filter_ext_authz,  # noqa: F401
+    filter_forward_auth,  # noqa: F401
     filter_grpc_web,  # noqa: F401
+    filter_header_mutation,  # noqa: F401
     filter_local_ratelimit,  # noqa: F401
     filter_rbac,  # noqa: F401
     filter_stateful_session,  # noqa: F401
 )
 from translators.envoy.cluster import build_cluster
 from translators.envoy.endpoint import build_load_assignment
+from translators.envoy.filter_forward_auth import build_forward_auth_cluster
 from translators.envoy.listener import build_listener
 from translators.envoy.route import build_route_configuration
 from translators.ir import IR
+from translators.middlewares.forward_auth import forward_auth_clusters
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -42,6 +46,9 @@ class Resources:
 
 def build_resources(ir: IR) -> Resources:
     clusters = tuple((c.name, build_cluster(c)) for c in ir.clusters)
+    # forwardAuth servers: a STRICT_DNS cluster each (no EDS), named by host and port.
+    auth_servers = forward_auth_clusters(use for r in ir.routes for use in r.filters)
+    clusters += tuple((n, build_forward_auth_cluster(c)) for n, c in auth_servers.items())
     endpoints = tuple((c.name, build_load_assignment(c)) for c in ir.clusters)
     listeners = tuple((lst.name, build_listener(lst)) for lst in ir.listeners)
     routes = tuple(

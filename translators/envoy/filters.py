@@ -42,6 +42,8 @@ FILTER_ORDER: tuple[str, ...] = (
     "rate_limit",
     "basic_auth",
     "ext_authz",
+    "strip_request_headers",
+    "forward_auth",
     "buffer",
     "compressor",
     "compressor_br",

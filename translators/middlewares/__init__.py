@@ -22,6 +22,7 @@ from translators.middlewares.base import (
     MiddlewareError,
     Plan,
 )
+from translators.middlewares.forward_auth import forward_auth
 from translators.middlewares.headers import headers
 from translators.middlewares.ipallowlist import ip_allow_list
 from translators.middlewares.paths import (
@@ -51,6 +52,7 @@ HANDLERS: dict[str, Handler] = {
     "redirectRegex": redirect_regex,
     "basicAuth": basic_auth,
     "digestAuth": digest_auth,
+    "forwardAuth": forward_auth,
     "retry": retry,
     "compress": compress,
     "buffering": buffering,

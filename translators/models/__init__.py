@@ -14,17 +14,26 @@ from pydantic import ValidationError
 from translators.errors import Diagnostic, SourceRef
 from translators.errors import diagnostic as _diag
 from translators.models.base import ObjectMeta, Resource
-from translators.models.k8s import Endpoint, EndpointSlice, Secret, Service, ServicePort
+from translators.models.k8s import (
+    ConfigMap,
+    Endpoint,
+    EndpointSlice,
+    Secret,
+    Service,
+    ServicePort,
+)
 from translators.models.traefik import (
     TRAEFIK_GROUPS,
     IngressRoute,
     LoadBalancerSpec,
     Middleware,
     MiddlewareRef,
+    ServersTransport,
     TraefikService,
 )
 
 __all__ = [
+    "ConfigMap",
     "Endpoint",
     "EndpointSlice",
     "IngressRoute",
@@ -34,6 +43,7 @@ __all__ = [
     "ObjectMeta",
     "Resource",
     "Secret",
+    "ServersTransport",
     "Service",
     "ServicePort",
     "TraefikService",
@@ -44,12 +54,14 @@ __all__ = [
 _CORE: dict[tuple[str, str], type[Resource]] = {
     ("v1", "Service"): Service,
     ("v1", "Secret"): Secret,
+    ("v1", "ConfigMap"): ConfigMap,
     ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
 }
 _TRAEFIK: dict[str, type[Resource]] = {
     "IngressRoute": IngressRoute,
     "TraefikService": TraefikService,
     "Middleware": Middleware,
+    "ServersTransport": ServersTransport,
 }
 # Kinds we know exist and deliberately do not read yet: reported once, never silently dropped.
 _KNOWN_UNTRANSLATED = frozenset(
@@ -59,7 +71,6 @@ _KNOWN_UNTRANSLATED = frozenset(
         "MiddlewareTCP",
         "TLSOption",
         "TLSStore",
-        "ServersTransport",
         "ServersTransportTCP",
     }
 )
@@ -131,7 +142,7 @@ def load_object(
         if group in TRAEFIK_GROUPS or kind in _TRAEFIK:
             msg = f"unknown kind {kind!r} in {api_version!r}; the object is ignored"
             return None, ref, [_diag(ref, "kind", "UnknownKind", msg, "warning")]
-        return None, ref, []  # Deployments, ConfigMaps, ...: not ours to read.
+        return None, ref, []  # Deployments, Namespaces, ...: not ours to read.
     try:
         obj = model.model_validate(doc)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""The core Kubernetes kinds Switchman reads: Service, EndpointSlice, Secret."""
+"""The core Kubernetes kinds Switchman reads: Service, EndpointSlice, Secret, ConfigMap."""
 
 from __future__ import annotations
 
@@ -72,3 +72,11 @@ class Secret(Resource):
     type: str = "Opaque"
     data: dict[str, str] = Field(default_factory=dict)
     string_data: dict[str, str] = Field(default_factory=dict)
+
+
+class ConfigMap(Resource):
+    """Read only as a source of CA certificates (a ServersTransport's ``rootCAs[].configMap``)."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    data: dict[str, str] = Field(default_factory=dict)

@@ -105,3 +105,44 @@ class Middleware(Resource):
     @property
     def types(self) -> list[str]:
         return sorted(k for k, v in self.spec.items() if v is not None)
+
+
+class RootCA(Model):
+    """One trust anchor source of a ServersTransport: a Secret or a ConfigMap (not both)."""
+
+    secret: str | None = None
+    config_map: str | None = None
+
+
+class ForwardingTimeouts(Model):
+    dial_timeout: int | float | str | None = None
+    response_header_timeout: int | float | str | None = None
+    idle_conn_timeout: int | float | str | None = None
+    read_idle_timeout: int | float | str | None = None
+    ping_timeout: int | float | str | None = None
+
+
+class ServersTransportSpec(Model):
+    server_name: str | None = None
+    insecure_skip_verify: bool | None = None
+    root_cas: list[RootCA] | None = Field(default=None, alias="rootCAs")
+    # Deprecated in Traefik v3 (``rootCAs[].secret`` replaces it); still read.
+    root_cas_secrets: list[str] | None = Field(default=None, alias="rootCAsSecrets")
+    certificates_secrets: list[str] | None = None
+    max_idle_conns_per_host: int | None = None
+    forwarding_timeouts: ForwardingTimeouts | None = None
+    disable_http2: bool | None = Field(default=None, alias="disableHTTP2")
+    peer_cert_uri: str | None = Field(default=None, alias="peerCertURI")
+    # Plain names, or ``{type, value}`` pairs (DNSName, IPAddress, URI, EmailAddress).
+    peer_cert_sans: list[str | dict[str, Any]] | None = Field(default=None, alias="peerCertSANs")
+    cipher_suites: list[str] | None = None
+    min_version: str | None = None
+    max_version: str | None = None
+    spiffe: dict[str, Any] | None = None
+
+
+class ServersTransport(Resource):
+    """How Traefik talks to a backend: TLS (SNI, trust, client certificates) and timeouts."""
+
+    kind: Literal["ServersTransport"] = "ServersTransport"
+    spec: ServersTransportSpec = Field(default_factory=ServersTransportSpec)
