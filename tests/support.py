@@ -163,3 +163,19 @@ def send_raw(port: int, raw: bytes, source: str = "127.0.0.1") -> tuple[int, str
     if status == 200 and body.startswith(b"{"):
         backend = str(json.loads(body)["backend"])
     return status, backend
+
+
+def middleware_yaml(name: str, spec: str, namespace: str = "default") -> str:
+    """A Middleware; ``spec`` is the YAML under ``spec:``, indented by two spaces."""
+    return (
+        "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}\n"
+    )
+
+
+def route_yaml(match: str, *middlewares: str) -> str:
+    """One IngressRoute route to the Service ``app`` (port 80) through ``middlewares``."""
+    names = ", ".join(f"{{name: {m}}}" for m in middlewares)
+    return (
+        f"  - match: {match}\n    middlewares: [{names}]\n    services: [{{name: app, port: 80}}]"
+    )

@@ -20,6 +20,7 @@ import pytest
 from controlplane.authz import DigestNonces, parse_basic, parse_digest, verify_password
 from controlplane.localrun import Backend
 from tests.support import Stack, service_yaml
+from tests.support import middleware_yaml as middleware
 from translators.middlewares.auth import hash_scheme
 
 pytestmark = pytest.mark.envoy
@@ -40,21 +41,15 @@ MIXED_LINES = "\n".join([f"carol:{CAROL}", f"dave:{DAVE}", f"bob:{BOB_SHA}"])
 DIGEST_LINES = "\n".join([f"erin:traefik:{HA1}", f"frank:other:{HA1_OTHER}"])
 
 
-def middleware(name: str, spec: str) -> str:
-    return (
-        "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-        f"metadata: {{name: {name}, namespace: default}}\nspec:\n  {spec}\n"
-    )
-
-
 MIDDLEWARES = "---\n".join(
     [
-        middleware("mixed", "basicAuth: {secret: mixed-users, realm: shop}"),
+        middleware("mixed", "  basicAuth: {secret: mixed-users, realm: shop}"),
         middleware(
-            "strip", "basicAuth: {secret: mixed-users, removeHeader: true, headerField: X-User}"
+            "strip",
+            "  basicAuth: {secret: mixed-users, removeHeader: true, headerField: X-User}",
         ),
-        middleware("k8s", "basicAuth: {secret: k8s-users}"),
-        middleware("digest", "digestAuth: {secret: digest-users, headerField: X-User}"),
+        middleware("k8s", "  basicAuth: {secret: k8s-users}"),
+        middleware("digest", "  digestAuth: {secret: digest-users, headerField: X-User}"),
     ]
 )
 SECRETS = "---\n".join(

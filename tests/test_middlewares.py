@@ -10,18 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from controlplane.localrun import Backend
-from tests.support import Stack, service_yaml
+from tests.support import Stack, route_yaml, service_yaml
+from tests.support import middleware_yaml as middleware
 
 pytestmark = pytest.mark.envoy
-
-
-def middleware(name: str, spec: str, namespace: str = "default") -> str:
-    return f"""apiVersion: traefik.io/v1alpha1
-kind: Middleware
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-{spec}
-"""
 
 
 MIDDLEWARES = "---\n".join(
@@ -70,33 +62,26 @@ SECRETS = (
 )
 
 
-def route(match: str, *mws: str) -> str:
-    names = ", ".join(f"{{name: {m}}}" for m in mws)
-    return f"""  - match: {match}
-    middlewares: [{names}]
-    services: [{{name: app, port: 80}}]"""
-
-
 ROUTES = f"""apiVersion: traefik.io/v1alpha1
 kind: IngressRoute
 metadata: {{name: mw, namespace: default}}
 spec:
   routes:
-{route("Host(`strip.example`)", "strip")}
-{route("Host(`add.example`)", "add")}
-{route("Host(`replace.example`)", "replace")}
-{route("Host(`regex.example`)", "regex")}
-{route("Host(`hdrs.example`)", "hdrs")}
-{route("Host(`redirect.example`)", "https")}
-{route("Host(`perm.example`)", "https-perm")}
-{route("Host(`chain.example`)", "both")}
-{route("Host(`order.example`)", "add", "strip")}
-{route("Host(`digest.example`)", "digest")}
-{route("Host(`basic.example`)", "basic")}
-{route("Host(`twice.example`)", "basic", "htpasswd")}
-{route("Host(`htpasswd.example`)", "htpasswd")}
-{route("Host(`bcrypt.example`)", "bcrypt")}
-{route("Host(`nosecret.example`)", "nosecret")}
+{route_yaml("Host(`strip.example`)", "strip")}
+{route_yaml("Host(`add.example`)", "add")}
+{route_yaml("Host(`replace.example`)", "replace")}
+{route_yaml("Host(`regex.example`)", "regex")}
+{route_yaml("Host(`hdrs.example`)", "hdrs")}
+{route_yaml("Host(`redirect.example`)", "https")}
+{route_yaml("Host(`perm.example`)", "https-perm")}
+{route_yaml("Host(`chain.example`)", "both")}
+{route_yaml("Host(`order.example`)", "add", "strip")}
+{route_yaml("Host(`digest.example`)", "digest")}
+{route_yaml("Host(`basic.example`)", "basic")}
+{route_yaml("Host(`twice.example`)", "basic", "htpasswd")}
+{route_yaml("Host(`htpasswd.example`)", "htpasswd")}
+{route_yaml("Host(`bcrypt.example`)", "bcrypt")}
+{route_yaml("Host(`nosecret.example`)", "nosecret")}
 """
 
 

@@ -15,19 +15,11 @@ import pytest
 
 from controlplane.cli import translate_directory
 from controlplane.localrun import Backend
-from tests.support import Stack, service_yaml
+from tests.support import Stack, route_yaml, service_yaml
+from tests.support import middleware_yaml as middleware
 from translators.options import Options
 
 pytestmark = [pytest.mark.envoy, pytest.mark.filterwarnings("error")]
-
-
-def middleware(name: str, spec: str) -> str:
-    return f"""apiVersion: traefik.io/v1alpha1
-kind: Middleware
-metadata: {{name: {name}, namespace: default}}
-spec:
-{spec}
-"""
 
 
 MIDDLEWARES = "---\n".join(
@@ -61,13 +53,6 @@ MIDDLEWARES = "---\n".join(
 )
 
 
-def route(match: str, *mws: str) -> str:
-    names = ", ".join(f"{{name: {m}}}" for m in mws)
-    return f"""  - match: {match}
-    middlewares: [{names}]
-    services: [{{name: app, port: 80}}]"""
-
-
 HOSTS = [
     *("allow", "allow-old", "allow-403", "bad-range", "reject-404", "depth"),
     *("per-ip", "per-key", "per-host", "fast", "unlimited", "redis", "xff-source", "typo"),
@@ -84,7 +69,7 @@ spec:
     middlewares: [{name: per-ip}]
     services: [{name: app, port: 80}]
 """
-    + "\n".join(route(f"Host(`{h}.example`)", h) for h in HOSTS)
+    + "\n".join(route_yaml(f"Host(`{h}.example`)", h) for h in HOSTS)
     + "\n"
 )
 FILES = {"mw.yaml": MIDDLEWARES, "routes.yaml": ROUTES}

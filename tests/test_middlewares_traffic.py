@@ -16,6 +16,7 @@ import pytest
 from controlplane.cli import translate_directory
 from controlplane.localrun import Backend
 from tests.support import Stack, service_yaml
+from tests.support import middleware_yaml as middleware
 from translators.options import Options
 
 pytestmark = pytest.mark.envoy
@@ -63,27 +64,20 @@ class ContentServer:
         self.server.server_close()
 
 
-def middleware(name: str, spec: str) -> str:
-    return (
-        "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-        f"metadata: {{name: {name}, namespace: default}}\nspec:\n  {spec}\n"
-    )
-
-
 MIDDLEWARES = "---\n".join(
     [
-        middleware("retry-status", "retry: {attempts: 3, status: ['500-599']}"),
-        middleware("retry-once", "retry: {attempts: 1, status: ['500-599']}"),
-        middleware("retry-net", "retry: {attempts: 2, initialInterval: 10ms}"),
-        middleware("gzip-only", "compress: {encodings: [gzip]}"),
-        middleware("compress", "compress: {excludedContentTypes: [image/png]}"),
-        middleware("buffer", "buffering: {maxRequestBodyBytes: 100, memRequestBodyBytes: 50}"),
-        middleware("grpcweb", "grpcWeb: {}"),
-        middleware("nosniff", "contentType: {autoDetect: false}"),
-        middleware("sniff", "contentType: {autoDetect: true}"),
-        middleware("bad-attempts", "retry: {attempts: -1}"),
-        middleware("bad-interval", "retry: {attempts: 2, initialInterval: abc}"),
-        middleware("bad-encoding", "compress: {encodings: [gzip, deflate]}"),
+        middleware("retry-status", "  retry: {attempts: 3, status: ['500-599']}"),
+        middleware("retry-once", "  retry: {attempts: 1, status: ['500-599']}"),
+        middleware("retry-net", "  retry: {attempts: 2, initialInterval: 10ms}"),
+        middleware("gzip-only", "  compress: {encodings: [gzip]}"),
+        middleware("compress", "  compress: {excludedContentTypes: [image/png]}"),
+        middleware("buffer", "  buffering: {maxRequestBodyBytes: 100, memRequestBodyBytes: 50}"),
+        middleware("grpcweb", "  grpcWeb: {}"),
+        middleware("nosniff", "  contentType: {autoDetect: false}"),
+        middleware("sniff", "  contentType: {autoDetect: true}"),
+        middleware("bad-attempts", "  retry: {attempts: -1}"),
+        middleware("bad-interval", "  retry: {attempts: 2, initialInterval: abc}"),
+        middleware("bad-encoding", "  compress: {encodings: [gzip, deflate]}"),
     ]
 )
 

@@ -10,19 +10,11 @@ import pytest
 
 from controlplane.cli import translate_directory
 from controlplane.localrun import Backend
-from tests.support import Stack, service_yaml
+from tests.support import Stack, route_yaml, service_yaml
+from tests.support import middleware_yaml as middleware
 from translators.options import Options
 
 pytestmark = pytest.mark.envoy
-
-
-def middleware(name: str, spec: str) -> str:
-    return f"""apiVersion: traefik.io/v1alpha1
-kind: Middleware
-metadata: {{name: {name}, namespace: default}}
-spec:
-{spec}
-"""
 
 
 MIDDLEWARES = "---\n".join(
@@ -102,31 +94,24 @@ BAD = {
 }
 
 
-def route(match: str, *mws: str) -> str:
-    names = ", ".join(f"{{name: {m}}}" for m in mws)
-    return f"""  - match: {match}
-    middlewares: [{names}]
-    services: [{{name: app, port: 80}}]"""
-
-
 ROUTES = f"""apiVersion: traefik.io/v1alpha1
 kind: IngressRoute
 metadata: {{name: web, namespace: default}}
 spec:
   routes:
-{route("Host(`cors.example`)", "cors")}
-{route("Host(`any.example`)", "cors-any")}
-{route("Host(`cred.example`)", "cors-cred")}
-{route("Host(`corsbad.example`)", "cors-bad")}
-{route("Host(`strip.example`)", "strip-re")}
-{route("Host(`stripwild.example`)", "strip-wild")}
-{route("Host(`stripbad.example`)", "strip-bad")}
-{route("Host(`www.rr.example`)", "rr-www")}
-{route("Host(`rrpath.example`)", "rr-path")}
-{route("Host(`fixed.example`)", "rr-fixed")}
-{route("Host(`rrbad.example`)", "rr-bad")}
-{route("Host(`rrhost.example`)", "rr-host")}
-{route("Host(`rrperm.example`)", "rr-perm")}
+{route_yaml("Host(`cors.example`)", "cors")}
+{route_yaml("Host(`any.example`)", "cors-any")}
+{route_yaml("Host(`cred.example`)", "cors-cred")}
+{route_yaml("Host(`corsbad.example`)", "cors-bad")}
+{route_yaml("Host(`strip.example`)", "strip-re")}
+{route_yaml("Host(`stripwild.example`)", "strip-wild")}
+{route_yaml("Host(`stripbad.example`)", "strip-bad")}
+{route_yaml("Host(`www.rr.example`)", "rr-www")}
+{route_yaml("Host(`rrpath.example`)", "rr-path")}
+{route_yaml("Host(`fixed.example`)", "rr-fixed")}
+{route_yaml("Host(`rrbad.example`)", "rr-bad")}
+{route_yaml("Host(`rrhost.example`)", "rr-host")}
+{route_yaml("Host(`rrperm.example`)", "rr-perm")}
   - match: Host(`plain.example`)
     services: [{{name: app, port: 80}}]
 """
