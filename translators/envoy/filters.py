@@ -22,6 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 
 from translators.envoy.common import pack
+from translators.filter_order import FILTER_ORDER
 from translators.ir import FilterUse
 
 
@@ -34,24 +35,8 @@ class FilterKind:
     per_route: Callable[[Any], Any]
 
 
-# The chain order. Kinds are registered by their modules (translators/envoy/filter_*.py);
-# only registered kinds are put in listeners.
-FILTER_ORDER: tuple[str, ...] = (
-    "cors",
-    "ip_allow_list",
-    "rate_limit",
-    "basic_auth",
-    "ext_authz",
-    "strip_request_headers",
-    "forward_auth",
-    "buffer",
-    "compressor",
-    "compressor_br",
-    "compressor_zstd",
-    "grpc_web",
-    "custom_response",
-    "stateful_session",
-)
+# The chain order (translators/filter_order.py). Kinds are registered by their modules
+# (translators/envoy/filter_*.py); only registered kinds are put in listeners.
 FILTERS: dict[str, FilterKind] = {}
 
 

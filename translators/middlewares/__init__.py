@@ -10,11 +10,13 @@ diagnostic names the Middleware object and the field.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from translators.errors import Diagnostic, SourceRef
+from translators.filter_order import FILTER_ORDER
 from translators.middlewares.auth import basic_auth, digest_auth
 from translators.middlewares.base import (
     SECURITY,
@@ -89,6 +91,7 @@ KNOWN = frozenset(
     }
 )
 MAX_CHAIN_DEPTH = 16
+_FAMILY = {"compressor_br": "compressor", "compressor_zstd": "compressor"}
 
 
 @dataclass(slots=True)
@@ -114,7 +117,26 @@ class MiddlewareTranslator:
             self._apply_ref(ref, namespace, source, f"{path}[{i}]", out, ())
             if out.not_served or out.fail_closed:
                 break
+        if not (out.not_served or out.fail_closed):
+            self._check_order(out, source, path)
         return out
+
+    def _check_order(self, out: Outcome, source: SourceRef, path: str) -> None:
+        """Say so when the listed order differs from the one order Envoy runs filters in."""
+        # One middleware may add several instances of one family (compress: one per encoding).
+        kinds = [_FAMILY.get(f.kind, f.kind) for f in out.plans[0].filters] if out.plans else []
+        for earlier, later in itertools.pairwise(kinds):
+            if FILTER_ORDER.index(earlier) > FILTER_ORDER.index(later):
+                out.diagnostics.append(
+                    Diagnostic(
+                        source=source,
+                        field=path,
+                        reason="FilterOrder",
+                        message=f"the route lists {earlier} before {later}, but Envoy runs "
+                        f"{later} first (one filter order per listener)",
+                        severity="warning",
+                    )
+                )
 
     def _stop(self, out: Outcome, diag: Diagnostic, security: bool) -> None:
         out.diagnostics.append(diag)
