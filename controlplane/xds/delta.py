@@ -19,7 +19,6 @@ for a name subscribed explicitly that does not exist, at once (R13). Points that
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -27,8 +26,8 @@ from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
 from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
-from controlplane.xds.server import NodeStatus, register_node, short_type
-from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
+from controlplane.xds.server import NodeStatus, StreamBase, register_node, short_type
+from translators.envoy import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
 
 log = logging.getLogger("switchman.xds.delta")
 
@@ -49,7 +48,7 @@ class DeltaTypeState:
     last_nack: str = ""
 
 
-class DeltaStream:
+class DeltaStream(StreamBase):
     def __init__(
         self,
         cache: SnapshotCache,
@@ -57,14 +56,8 @@ class DeltaStream:
         registry: dict[int, NodeStatus],
         warm_timeout: float = 2.0,
     ) -> None:
-        self.cache = cache
-        self.metrics = metrics
-        self.registry = registry
-        self.warm_timeout = warm_timeout
+        super().__init__(cache, metrics, registry, warm_timeout)
         self.states: dict[str, DeltaTypeState] = {}
-        self.node_id = ""
-        self.status: NodeStatus | None = None
-        self._nonce = itertools.count(1)
 
     def on_request(self, req: discovery_v3.DeltaDiscoveryRequest, now: float) -> None:
         if req.HasField("node") and self.status is None:
@@ -140,13 +133,6 @@ class DeltaStream:
                 out.append(resp)
         return out, retry_at
 
-    def _warming_gate(self, now: float) -> float | None:
-        for t in (CLUSTER, ENDPOINT):
-            st = self.states.get(t)
-            if st is not None and st.in_flight and now - st.sent_at < self.warm_timeout:
-                return st.sent_at + self.warm_timeout
-        return None
-
     def _settled(self, snapshot: Snapshot) -> bool:
         """Listeners and routes of this snapshot are with the client, acknowledged."""
         for t in (LISTENER, ROUTE):
@@ -205,6 +191,3 @@ class DeltaStream:
         st.sent_at = now
         self.metrics.pushes.labels(type=short_type(type_url)).inc()
         return resp
-
-    def close(self) -> None:
-        self.registry.pop(id(self), None)

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,7 +91,11 @@ def register_node(
     return status
 
 
-class SotwStream:
+class StreamBase:
+    """What both protocol variants keep per stream, and the make-before-break gate."""
+
+    states: Mapping[str, Any]
+
     def __init__(
         self,
         cache: SnapshotCache,
@@ -103,10 +107,33 @@ class SotwStream:
         self.metrics = metrics
         self.registry = registry
         self.warm_timeout = warm_timeout
-        self.states: dict[str, TypeState] = {}
         self.node_id = ""
         self.status: NodeStatus | None = None
         self._nonce = itertools.count(1)
+
+    def _warming_gate(self, now: float) -> float | None:
+        """While a Cluster or Endpoint update is unacknowledged (at most ``warm_timeout``),
+        Listener and Route updates wait: when to look again, or None."""
+        for t in (CLUSTER, ENDPOINT):
+            st = self.states.get(t)
+            if st is not None and st.in_flight and now - st.sent_at < self.warm_timeout:
+                return float(st.sent_at + self.warm_timeout)
+        return None
+
+    def close(self) -> None:
+        self.registry.pop(id(self), None)
+
+
+class SotwStream(StreamBase):
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        registry: dict[int, NodeStatus],
+        warm_timeout: float = 2.0,
+    ) -> None:
+        super().__init__(cache, metrics, registry, warm_timeout)
+        self.states: dict[str, TypeState] = {}
         self._retained: dict[str, Prepared] = {}
         self._sent_clusters: dict[str, Prepared] = {}
 
@@ -202,13 +229,6 @@ class SotwStream:
                     out.append(resp)
         return out, retry_at
 
-    def _warming_gate(self, now: float) -> float | None:
-        for t in (CLUSTER, ENDPOINT):
-            st = self.states.get(t)
-            if st is not None and st.in_flight and now - st.sent_at < self.warm_timeout:
-                return st.sent_at + self.warm_timeout
-        return None
-
     def _track_cluster_removals(self, snapshot: Snapshot) -> None:
         """Clusters this stream was sent that the snapshot no longer has: keep them for now."""
         current = snapshot.get(CLUSTER).resources
@@ -281,9 +301,6 @@ class SotwStream:
             self.node_id,
         )
         return resp
-
-    def close(self) -> None:
-        self.registry.pop(id(self), None)
 
 
 def short_type(type_url: str) -> str:
