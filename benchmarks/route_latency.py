@@ -41,6 +41,7 @@ from controlplane.localrun import Backend, Envoy, free_ports, wait_for, workdir
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from translators.envoy import ROUTE, Resources, build_resources
+from translators.envoy.wire import message_of
 from translators.ir import EntryPoint
 from translators.options import Options
 from translators.translate import translate_world
@@ -156,7 +157,8 @@ def translate(directory: Path, ports: dict[str, int]) -> tuple[Resources, dict[s
 def layout(resources: Resources) -> dict[str, dict[str, int]]:
     """Per RouteConfiguration: virtual hosts, route entries, the longest and the ``*`` walk."""
     out: dict[str, dict[str, int]] = {}
-    for name, rc in resources.by_type[ROUTE]:
+    for name, encoded in resources.by_type[ROUTE]:
+        rc = message_of(encoded)
         sizes = [len(vh.routes) for vh in rc.virtual_hosts]
         star = [len(vh.routes) for vh in rc.virtual_hosts if "*" in vh.domains]
         out[name] = {

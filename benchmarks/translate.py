@@ -35,6 +35,7 @@ from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from controlplane.xds.cache import make_snapshot
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
+from translators.envoy.wire import message_of
 from translators.ir import EntryPoint
 from translators.options import Options
 from translators.translate import translate_world
@@ -194,7 +195,8 @@ def run_once(directory: Path) -> dict[str, Any]:
 def counts(resources: Any, snapshot: Any) -> dict[str, int]:
     routes = vhosts = 0
     route_bytes = 0
-    for _, rc in resources.by_type[ROUTE]:
+    for _, encoded in resources.by_type[ROUTE]:
+        rc = message_of(encoded)
         vhosts += len(rc.virtual_hosts)
         routes += sum(len(vh.routes) for vh in rc.virtual_hosts)
     for prepared in snapshot.get(ROUTE).resources.values():

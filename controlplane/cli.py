@@ -18,6 +18,7 @@ from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
 from translators.envoy.common import to_dict
+from translators.envoy.wire import message_of
 from translators.ir import EntryPoint
 from translators.options import Options
 from translators.translate import translate_world
@@ -126,7 +127,7 @@ def translate_directory(directory: Path, options: Options) -> tuple[dict[str, An
         ("listeners", LISTENER),
         ("routes", ROUTE),
     ):
-        out[key] = [to_dict(msg) for _, msg in resources.by_type[type_url]]
+        out[key] = [to_dict(message_of(msg)) for _, msg in resources.by_type[type_url]]
     diags = sorted({*store.diagnostics(), *world_diags, *result.diagnostics})
     return out, diags
 

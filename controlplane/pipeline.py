@@ -1,5 +1,8 @@
 """The pipeline: store changes → debounce → translate → publish a snapshot.
 
+Translation is incremental (translators/incremental.py): only the IngressRoutes that read a
+changed object are translated again, and only changed routes and clusters are re-encoded.
+
 Debounce has a leading edge: an edit after a quiet period is translated at once; under churn,
 changes are coalesced for ``debounce`` seconds after the last one, never longer than
 ``max_delay`` after the first. A translation that raises (a bug, never user input) publishes
@@ -16,12 +19,11 @@ from dataclasses import dataclass, field
 from controlplane.metrics import Metrics
 from controlplane.store import ResourceStore
 from controlplane.xds.cache import Snapshot, SnapshotCache, make_snapshot
-from translators.envoy import build_resources
+from translators.envoy import BackendCache, build_resources
 from translators.errors import Diagnostic
+from translators.incremental import IncrementalTranslator
 from translators.ir import IR
 from translators.options import Options
-from translators.translate import translate_world
-from translators.world import build_world
 
 log = logging.getLogger("switchman.pipeline")
 
@@ -38,17 +40,23 @@ class Pipeline:
     diagnostics: tuple[Diagnostic, ...] = ()
     published: asyncio.Event = field(default_factory=asyncio.Event)
     _reported: frozenset[Diagnostic] = frozenset()
+    _translator: IncrementalTranslator | None = None
+    _backend: BackendCache = field(default_factory=BackendCache)
     _last_run: float = 0.0
 
     def translate(self) -> Snapshot | None:
         """One full translation of the store. None on an internal error."""
         started = time.perf_counter()
         try:
-            world, world_diags = build_world(self.store.objects())
-            result = translate_world(world, self.options)
-            resources = build_resources(result.ir)
+            if self._translator is None:
+                self._translator = IncrementalTranslator(self.options)
+            _, world_diags, result = self._translator.update(self.store.objects())
+            resources = build_resources(result.ir, self._backend)
             snapshot = make_snapshot(resources, self.cache.snapshot)
         except Exception:
+            # Start the next translation from scratch: no half-updated state is trusted.
+            self._translator = None
+            self._backend = BackendCache()
             self.metrics.translations.labels(result="error").inc()
             log.exception("internal error during translation; the last good snapshot keeps serving")
             return None

@@ -24,6 +24,7 @@ from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from tests.envoy_validate import validate_resources
 from translators.envoy import ROUTE, build_resources
+from translators.envoy.wire import message_of
 from translators.errors import Diagnostic
 from translators.options import Options
 from translators.translate import translate_world
@@ -702,7 +703,7 @@ def _served(store: ResourceStore) -> set[str]:
     return {
         r.name.split("/")[0].rsplit("-", 1)[0]
         for _, rc in resources.by_type[ROUTE]
-        for vh in rc.virtual_hosts
+        for vh in message_of(rc).virtual_hosts
         for r in vh.routes
     }
 

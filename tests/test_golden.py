@@ -17,6 +17,7 @@ from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
 from translators.envoy.common import to_dict
+from translators.envoy.wire import message_of
 from translators.ir import EntryPoint, to_plain
 from translators.options import Options
 from translators.translate import translate_world
@@ -52,7 +53,7 @@ def _translate(case: str, tmp: Path) -> tuple[str, str]:
     }
     resources = build_resources(result.ir)
     envoy_doc = {
-        key: [to_dict(m) for _, m in resources.by_type[url]]
+        key: [to_dict(message_of(m)) for _, m in resources.by_type[url]]
         for key, url in (
             ("clusters", CLUSTER),
             ("endpoints", ENDPOINT),

@@ -25,6 +25,7 @@ from controlplane.localrun import Backend, Envoy, free_port, http_get, wait_for
 from tests.support import service_yaml
 from tests.xds_support import XdsServer, resources_from_dir
 from translators.envoy import CLUSTER, ENDPOINT, ROUTE, Resources
+from translators.envoy.wire import message_of
 
 
 @pytest.fixture
@@ -202,7 +203,7 @@ def _with_bad_route(res: Resources) -> Resources:
     """The same resources with a route whose regex Envoy's RE2 rejects."""
     by_type = dict(res.by_type)
     name, rc = by_type[ROUTE][0]
-    rc = copy.deepcopy(rc)
+    rc = copy.deepcopy(message_of(rc))
     bad = route_components_pb2.Route(name="bad")
     bad.match.safe_regex.regex = "(unclosed"
     bad.direct_response.status = 200

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
 from translators import names
 from translators.errors import Diagnostic
 from translators.ingressroute import IngressRouteTranslator
-from translators.ir import IR, Forward, Listener, Route, Translation
+from translators.ir import IR, Cluster, Forward, Listener, Route, Translation
 from translators.options import Options
 from translators.service import ServiceResolver
 from translators.world import World
@@ -17,45 +19,66 @@ def route_order(route: Route) -> tuple[str, int, str, int, int]:
 
 
 def translate_world(world: World, options: Options) -> Translation:
+    """The reference translation: every IngressRoute, one shared resolver."""
     resolver = ServiceResolver(world=world, options=options)
     irt = IngressRouteTranslator(world=world, options=options, resolver=resolver)
     routes: list[Route] = []
     diags: list[Diagnostic] = []
-    for entry in world.ingressroutes:
-        r, d = irt.translate(entry)
+    for key in sorted(world.ingressroutes):
+        r, d = irt.translate(world.ingressroutes[key])
         routes.extend(r)
         diags.extend(d)
+    clusters = {k: resolver.clusters[k] for k in _referenced(routes)}
+    return assemble(sorted(routes, key=route_order), clusters, diags, options)
+
+
+def assemble(
+    routes: Sequence[Route],
+    clusters: Mapping[str, Cluster],
+    diags: Iterable[Diagnostic],
+    options: Options,
+    slots: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
+) -> Translation:
+    """The IR from routes already in priority order (``route_order``), the clusters they use
+    and, per entry point, the filter slots (computed here unless the caller kept them)."""
     listeners = tuple(
         Listener(
             name=names.listener_name(ep.name),
             address=ep.address,
             port=ep.port,
             route_config=names.route_config_name(ep.name),
-            filter_slots=_filter_slots([r for r in routes if r.entrypoint == ep.name]),
+            filter_slots=slots.get(ep.name, ())
+            if slots is not None
+            else _filter_slots([r for r in routes if r.entrypoint == ep.name]),
         )
         for ep in sorted(options.entrypoints, key=lambda e: e.name)
     )
     ir = IR(
         listeners=listeners,
-        routes=tuple(sorted(routes, key=route_order)),
-        clusters=tuple(resolver.clusters[k] for k in sorted(_referenced(routes))),
+        routes=tuple(routes),
+        clusters=tuple(clusters[k] for k in sorted(clusters)),
     )
     return Translation(ir=ir, diagnostics=tuple(sorted(set(diags))))
 
 
-def _filter_slots(routes: list[Route]) -> tuple[tuple[str, int], ...]:
+def _filter_slots(routes: Iterable[Route]) -> tuple[tuple[str, int], ...]:
     """Per filter kind, the most uses on any one route (each use needs its own instance)."""
     slots: dict[str, int] = {}
     for r in routes:
-        counts: dict[str, int] = {}
-        for use in r.filters:
-            counts[use.kind] = counts.get(use.kind, 0) + 1
-        for kind, n in counts.items():
+        for kind, n in filter_uses(r).items():
             slots[kind] = max(slots.get(kind, 0), n)
     return tuple(sorted(slots.items()))
 
 
-def _referenced(routes: list[Route]) -> set[str]:
+def filter_uses(route: Route) -> dict[str, int]:
+    """How many instances of each filter kind one route uses."""
+    counts: dict[str, int] = {}
+    for use in route.filters:
+        counts[use.kind] = counts.get(use.kind, 0) + 1
+    return counts
+
+
+def _referenced(routes: Iterable[Route]) -> set[str]:
     """Only clusters some served route uses: a dropped route leaves nothing behind."""
     out: set[str] = set()
     for r in routes:

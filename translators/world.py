@@ -9,7 +9,7 @@ keep the first by file and line, and the other is reported.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -43,18 +43,35 @@ def _empty() -> Mapping[Key, object]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class World:
-    ingressroutes: tuple[Entry[IngressRoute], ...] = ()
+    ingressroutes: Mapping[Key, Entry[IngressRoute]] = field(default_factory=_empty)  # type: ignore[arg-type]
     middlewares: Mapping[Key, Entry[Middleware]] = field(default_factory=_empty)  # type: ignore[arg-type]
     traefikservices: Mapping[Key, Entry[TraefikService]] = field(default_factory=_empty)  # type: ignore[arg-type]
     services: Mapping[Key, Entry[Service]] = field(default_factory=_empty)  # type: ignore[arg-type]
     secrets: Mapping[Key, Entry[Secret]] = field(default_factory=_empty)  # type: ignore[arg-type]
     configmaps: Mapping[Key, Entry[ConfigMap]] = field(default_factory=_empty)  # type: ignore[arg-type]
     serverstransports: Mapping[Key, Entry[ServersTransport]] = field(default_factory=_empty)  # type: ignore[arg-type]
-    # EndpointSlices by the (namespace, service name) they belong to.
+    # EndpointSlices by the (namespace, service name) they belong to, sorted by slice name.
     endpointslices: Mapping[Key, tuple[Entry[EndpointSlice], ...]] = field(default_factory=_empty)  # type: ignore[arg-type]
 
 
+# The World field each kind lands in (EndpointSlices are keyed by their Service instead).
+FIELDS: dict[type[Resource], str] = {
+    IngressRoute: "ingressroutes",
+    Middleware: "middlewares",
+    TraefikService: "traefikservices",
+    Service: "services",
+    Secret: "secrets",
+    ConfigMap: "configmaps",
+    ServersTransport: "serverstransports",
+    EndpointSlice: "endpointslices",
+}
+WORLD_FIELDS = tuple(sorted(set(FIELDS.values())))
+
 _GROUP_RANK = {"traefik.io": 0, "traefik.containo.us": 1}
+
+Pair = tuple[Resource, SourceRef]
+Identity = tuple[str, str, str]  # kind, namespace, name
+Change = tuple[str, Key]  # (World field, key) whose value changed
 
 
 def _rank(ref: SourceRef) -> tuple[int, str, int]:
@@ -63,60 +80,137 @@ def _rank(ref: SourceRef) -> tuple[int, str, int]:
 
 def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, list[Diagnostic]]:
     """Index objects by kind and identity; resolve collisions deterministically."""
-    by_identity: dict[tuple[str, str, str], list[tuple[Resource, SourceRef]]] = {}
-    for obj, ref in objects:
-        key = (obj.kind, obj.metadata.namespace, obj.metadata.name)
-        by_identity.setdefault(key, []).append((obj, ref))
+    world, diagnostics, _ = WorldIndex().update(objects)
+    return world, diagnostics
 
-    diagnostics: list[Diagnostic] = []
-    chosen: list[tuple[Resource, SourceRef]] = []
-    for key in sorted(by_identity):
-        candidates = sorted(by_identity[key], key=lambda c: _rank(c[1]))
-        winner = candidates[0]
-        chosen.append(winner)
+
+class WorldIndex:
+    """The World, kept up to date from successive full object lists at the cost of what changed.
+
+    Sources keep the same ``(object, ref)`` pair for what they did not re-read, so the difference
+    between two lists is found by identity. ``update`` returns the new World, every diagnostic,
+    and the (field, key) pairs whose value changed — what incremental translation invalidates.
+    A fresh index updated once is exactly ``build_world``.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[int, Pair] = {}  # id → pair (kept alive, so ids stay unique)
+        self._candidates: dict[Identity, list[Pair]] = {}
+        self._winners: dict[Identity, Pair] = {}
+        self._diags: dict[Identity, list[Diagnostic]] = {}
+        self._maps: dict[str, dict[Key, object]] = {f: {} for f in WORLD_FIELDS}
+        self._slices: dict[Key, dict[Identity, Entry[EndpointSlice]]] = {}
+        self._world = World()
+
+    @property
+    def world(self) -> World:
+        return self._world
+
+    def update(
+        self, objects: Iterable[tuple[Resource, SourceRef]]
+    ) -> tuple[World, list[Diagnostic], set[Change]]:
+        current = {id(pair): pair for pair in objects}
+        touched: set[Identity] = set()
+        for pid in self._pairs.keys() - current.keys():
+            pair = self._pairs.pop(pid)
+            ident = _ident(pair[0])
+            self._candidates[ident].remove(pair)
+            touched.add(ident)
+        for pid in current.keys() - self._pairs.keys():
+            pair = current[pid]
+            self._pairs[pid] = pair
+            ident = _ident(pair[0])
+            self._candidates.setdefault(ident, []).append(pair)
+            touched.add(ident)
+        changes: set[Change] = set()
+        fields_changed: set[str] = set()
+        for ident in sorted(touched):
+            self._choose(ident, changes, fields_changed)
+        if fields_changed:
+            self._world = replace(
+                self._world,
+                **{f: MappingProxyType(dict(self._maps[f])) for f in sorted(fields_changed)},  # type: ignore[arg-type]
+            )
+        diagnostics = [d for ident in sorted(self._diags) for d in self._diags[ident]]
+        return self._world, diagnostics, changes
+
+    def _choose(self, ident: Identity, changes: set[Change], fields_changed: set[str]) -> None:
+        candidates = sorted(self._candidates.get(ident, ()), key=lambda c: _rank(c[1]))
+        self._diags.pop(ident, None)
+        old = self._winners.get(ident)
+        winner = candidates[0] if candidates else None
+        if not candidates:
+            self._candidates.pop(ident, None)
+        diags: list[Diagnostic] = []
         for _loser, ref in candidates[1:]:
+            assert winner is not None
             same_group = api_group(ref.api_version) == api_group(winner[1].api_version)
             if same_group:
                 reason, msg = "DuplicateObject", "defined more than once; the first definition"
             else:
                 reason, msg = "Shadowed", "also defined in another API group; the traefik.io object"
-            diagnostics.append(
+            diags.append(
                 Diagnostic(
                     source=ref,
                     field="metadata.name",
                     reason=reason,
-                    message=f"{key[0]} {key[1]}/{key[2]} {msg} ({winner[1].describe()}) is used",
+                    message=f"{ident[0]} {ident[1]}/{ident[2]} {msg} ({winner[1].describe()}) "
+                    "is used",
                     severity="warning" if reason == "Shadowed" else "error",
                 )
             )
+        if winner is old or (
+            # A re-read file brings new objects; only a different content is a change.
+            winner is not None and old is not None and winner[1] == old[1] and winner[0] == old[0]
+        ):
+            if winner is not None:
+                self._winners[ident] = winner
+            if diags:
+                self._diags[ident] = diags
+            return
+        if old is not None:
+            self._withdraw(ident, old, changes, fields_changed)
+        if winner is None:
+            self._winners.pop(ident, None)
+        else:
+            self._winners[ident] = winner
+            self._place(ident, winner, diags, changes, fields_changed)
+        if diags:
+            self._diags[ident] = diags
 
-    irs: list[Entry[IngressRoute]] = []
-    mws: dict[Key, Entry[Middleware]] = {}
-    tss: dict[Key, Entry[TraefikService]] = {}
-    svcs: dict[Key, Entry[Service]] = {}
-    secrets: dict[Key, Entry[Secret]] = {}
-    configmaps: dict[Key, Entry[ConfigMap]] = {}
-    transports: dict[Key, Entry[ServersTransport]] = {}
-    slices: dict[Key, list[Entry[EndpointSlice]]] = {}
-    for obj, ref in chosen:
-        if isinstance(obj, IngressRoute):
-            irs.append(Entry(obj, ref))
-        elif isinstance(obj, Middleware):
-            mws[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, TraefikService):
-            tss[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, Service):
-            svcs[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, Secret):
-            secrets[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, ConfigMap):
-            configmaps[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, ServersTransport):
-            transports[obj.key] = Entry(obj, ref)
-        elif isinstance(obj, EndpointSlice):
+    def _withdraw(
+        self, ident: Identity, pair: Pair, changes: set[Change], fields_changed: set[str]
+    ) -> None:
+        obj = pair[0]
+        if isinstance(obj, EndpointSlice):
             svc = obj.service_name
             if svc is None:
-                diagnostics.append(
+                return
+            key = (obj.metadata.namespace, svc)
+            group = self._slices.get(key, {})
+            group.pop(ident, None)
+            self._set_slices(key, group, changes, fields_changed)
+            return
+        fld = FIELDS.get(type(obj))
+        if fld is None:
+            return
+        self._maps[fld].pop(obj.key, None)
+        changes.add((fld, obj.key))
+        fields_changed.add(fld)
+
+    def _place(
+        self,
+        ident: Identity,
+        pair: Pair,
+        diags: list[Diagnostic],
+        changes: set[Change],
+        fields_changed: set[str],
+    ) -> None:
+        obj, ref = pair
+        if isinstance(obj, EndpointSlice):
+            svc = obj.service_name
+            if svc is None:
+                diags.append(
                     Diagnostic(
                         source=ref,
                         field="metadata.labels",
@@ -125,16 +219,34 @@ def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, l
                         severity="warning",
                     )
                 )
-                continue
-            slices.setdefault((obj.metadata.namespace, svc), []).append(Entry(obj, ref))
-    world = World(
-        ingressroutes=tuple(irs),
-        middlewares=MappingProxyType(mws),
-        traefikservices=MappingProxyType(tss),
-        services=MappingProxyType(svcs),
-        secrets=MappingProxyType(secrets),
-        configmaps=MappingProxyType(configmaps),
-        serverstransports=MappingProxyType(transports),
-        endpointslices=MappingProxyType({k: tuple(v) for k, v in sorted(slices.items())}),
-    )
-    return world, diagnostics
+                return
+            key = (obj.metadata.namespace, svc)
+            group = self._slices.setdefault(key, {})
+            group[ident] = Entry(obj, ref)
+            self._set_slices(key, group, changes, fields_changed)
+            return
+        fld = FIELDS.get(type(obj))
+        if fld is None:
+            return
+        self._maps[fld][obj.key] = Entry(obj, ref)
+        changes.add((fld, obj.key))
+        fields_changed.add(fld)
+
+    def _set_slices(
+        self,
+        key: Key,
+        group: dict[Identity, Entry[EndpointSlice]],
+        changes: set[Change],
+        fields_changed: set[str],
+    ) -> None:
+        if group:
+            self._maps["endpointslices"][key] = tuple(group[i] for i in sorted(group))
+        else:
+            self._slices.pop(key, None)
+            self._maps["endpointslices"].pop(key, None)
+        changes.add(("endpointslices", key))
+        fields_changed.add("endpointslices")
+
+
+def _ident(obj: Resource) -> Identity:
+    return (obj.kind, obj.metadata.namespace, obj.metadata.name)

@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from translators.envoy import TYPE_ORDER, Resources
+from translators.envoy.wire import message_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,11 @@ class Prepared:
     name: str
     version: str
     packed: any_pb2.Any
-    message: Any
+    resource: Any  # the proto, or ``Encoded`` bytes
+
+    @property
+    def message(self) -> Any:
+        return message_of(self.resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +59,14 @@ class Snapshot:
 
 
 def _prepare(name: str, message: Any, previous: Prepared | None) -> Prepared:
+    if previous is not None and previous.resource is message:
+        return previous  # the back end reused the message: nothing to serialize or hash
     data = message.SerializeToString(deterministic=True)
     version = hashlib.sha256(data).hexdigest()[:16]
     if previous is not None and previous.version == version:
         return previous  # same bytes: share the packed Any with the previous snapshot
     packed = any_pb2.Any(type_url=f"type.googleapis.com/{message.DESCRIPTOR.full_name}", value=data)
-    return Prepared(name=name, version=version, packed=packed, message=message)
+    return Prepared(name=name, version=version, packed=packed, resource=message)
 
 
 def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Snapshot:

@@ -13,6 +13,8 @@ X-Forwarded-Host before routing (see listener.py).
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import base_pb2 as base_v3
@@ -25,6 +27,7 @@ from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import duration, pack
 from translators.envoy.filters import route_filter_configs
+from translators.envoy.wire import Encoded, length_delimited, serialize
 from translators.ir import (
     CLIENT_IP_HEADER,
     DYNAMIC_VALUES,
@@ -238,8 +241,9 @@ def _retry_policy(r: Retry) -> route_v3.RetryPolicy:
 MAX_VHOST_FANOUT = 200_000
 
 
-def _vhost(name: str, domains: list[str], routes: Sequence[route_v3.Route]) -> route_v3.VirtualHost:
-    vh = route_v3.VirtualHost(
+def _vhost_head(name: str, domains: list[str]) -> route_v3.VirtualHost:
+    """A virtual host without its routes (they are appended as encoded bytes)."""
+    return route_v3.VirtualHost(
         name=name,
         domains=domains,
         request_headers_to_add=[
@@ -251,8 +255,11 @@ def _vhost(name: str, domains: list[str], routes: Sequence[route_v3.Route]) -> r
         ],
         request_headers_to_remove=[CLIENT_IP_HEADER],
     )
-    vh.routes.extend(routes)
-    return vh
+
+
+def _vhost(name: str, domains: list[str], entries: Sequence[bytes]) -> bytes:
+    vh = Encoded.compose(_vhost_head(name, domains), entries)
+    return length_delimited(_VHOSTS_FIELD, vh.data)
 
 
 def _catches_all(route: Route) -> bool:
@@ -267,7 +274,9 @@ def _catches_all(route: Route) -> bool:
     )
 
 
-def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.RouteConfiguration:
+def build_route_configuration(
+    name: str, routes: Sequence[Route], cache: RouteCache | None = None
+) -> Encoded:
     """Routes in priority order, laid out in virtual hosts without changing that order.
 
     A route whose rule pins one plain host (``Host(`a.example.com`) && …``) can only match
@@ -279,7 +288,7 @@ def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.Rout
     then walks only that host's routes. Each route keeps its own ``:authority`` condition, so
     the layout is an optimisation, never a change of meaning.
     """
-    built = [build_route(r) for r in routes]  # each route's proto once, copied into vhosts
+    built = [_route_entry(r, cache) for r in routes]  # each route encoded once, then shared
     by_host: dict[str, list[int]] = {}
     shared: list[int] = []
     for i, r in enumerate(routes):
@@ -287,26 +296,47 @@ def build_route_configuration(name: str, routes: Sequence[Route]) -> rds_v3.Rout
             shared.append(i)
         else:
             by_host.setdefault(r.match.exact_host, []).append(i)
-    layout: list[tuple[str, list[int]]] = []
+    # Per host: its own routes up to its first catch-all, and the shared routes above that.
+    layout: list[tuple[str, list[int], int]] = []
     total = 0
     for host in sorted(by_host):
-        merged = sorted(by_host[host] + shared)  # both in global order: positions suffice
-        cut = next(
-            (k for k, i in enumerate(merged) if i in by_host[host] and _catches_all(routes[i])),
-            None,
-        )
+        own = by_host[host]
+        cut = next((k for k, i in enumerate(own) if _catches_all(routes[i])), None)
         if cut is not None:
-            merged = merged[: cut + 1]
-        layout.append((host, merged))
-        total += len(merged)
+            own = own[: cut + 1]
+        shared_above = bisect.bisect_left(shared, own[-1]) if cut is not None else len(shared)
+        layout.append((host, own, shared_above))
+        total += len(own) + shared_above
     if not by_host or total > MAX_VHOST_FANOUT:
         vhosts = [_vhost("all", ["*"], built)]
     else:
-        vhosts = [_vhost(h, [h, f"{h}."], [built[i] for i in idx]) for h, idx in layout]
+        vhosts = [
+            _vhost(h, [h, f"{h}."], [built[i] for i in heapq.merge(own, shared[:above])])
+            for h, own, above in layout
+        ]
         vhosts.append(_vhost("all", ["*"], [built[i] for i in shared]))
-    return rds_v3.RouteConfiguration(
+    head = rds_v3.RouteConfiguration(
         name=name,
-        virtual_hosts=vhosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         ignore_port_in_host_matching=True,
     )
+    return Encoded.compose(head, vhosts)
+
+
+RouteCache = dict[int, tuple[Route, bytes]]
+
+
+def _route_entry(route: Route, cache: RouteCache | None) -> bytes:
+    """The route's encoded ``routes`` entry; reused while the IR route object is the same."""
+    if cache is not None:
+        hit = cache.get(id(route))
+        if hit is not None and hit[0] is route:
+            return hit[1]
+    entry = length_delimited(_ROUTES_FIELD, serialize(build_route(route)))
+    if cache is not None:
+        cache[id(route)] = (route, entry)
+    return entry
+
+
+_ROUTES_FIELD = route_v3.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
+_VHOSTS_FIELD = rds_v3.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
