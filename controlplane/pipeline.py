@@ -50,7 +50,7 @@ class Pipeline:
         try:
             if self._translator is None:
                 self._translator = IncrementalTranslator(self.options)
-            _, world_diags, result = self._translator.update(self.store.objects())
+            _, world_diags, result = self._translator.update(self.store.chunks())
             resources = build_resources(result.ir, self._backend)
             snapshot = make_snapshot(resources, self.cache.snapshot)
         except Exception:

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from translators.errors import Diagnostic, SourceRef
 from translators.models import Resource
 
+Pair = tuple[Resource, SourceRef]
+
 
 @dataclass(frozen=True, slots=True)
 class SourceState:
-    objects: tuple[tuple[Resource, SourceRef], ...]
+    # The objects in chunks (a file's, for the file source): a chunk that did not change is the
+    # same tuple as before, which is how incremental translation skips it.
+    chunks: tuple[tuple[Pair, ...], ...]
     diagnostics: tuple[Diagnostic, ...]
     synced: bool
 
@@ -24,7 +28,7 @@ class SourceState:
 class ResourceStore:
     def __init__(self, sources: Iterable[str]) -> None:
         self._states: dict[str, SourceState] = {
-            name: SourceState(objects=(), diagnostics=(), synced=False) for name in sources
+            name: SourceState(chunks=(), diagnostics=(), synced=False) for name in sources
         }
         self._changed = asyncio.Event()
         self.revision = 0
@@ -32,13 +36,24 @@ class ResourceStore:
     def replace(
         self,
         source: str,
-        objects: Iterable[tuple[Resource, SourceRef]],
+        objects: Iterable[Pair],
+        diagnostics: Iterable[Diagnostic],
+        *,
+        synced: bool = True,
+    ) -> None:
+        """Replace a source's whole contribution with ``objects`` (one chunk)."""
+        self.replace_chunks(source, [tuple(objects)], diagnostics, synced=synced)
+
+    def replace_chunks(
+        self,
+        source: str,
+        chunks: Iterable[tuple[Pair, ...]],
         diagnostics: Iterable[Diagnostic],
         *,
         synced: bool = True,
     ) -> None:
         self._states[source] = SourceState(
-            objects=tuple(objects), diagnostics=tuple(diagnostics), synced=synced
+            chunks=tuple(chunks), diagnostics=tuple(diagnostics), synced=synced
         )
         self.revision += 1
         self._changed.set()
@@ -48,10 +63,13 @@ class ResourceStore:
         """True once every source has completed its first full sync."""
         return all(s.synced for s in self._states.values())
 
-    def objects(self) -> list[tuple[Resource, SourceRef]]:
-        out: list[tuple[Resource, SourceRef]] = []
+    def objects(self) -> list[Pair]:
+        return [pair for chunk in self.chunks() for pair in chunk]
+
+    def chunks(self) -> list[tuple[Pair, ...]]:
+        out: list[tuple[Pair, ...]] = []
         for name in sorted(self._states):
-            out.extend(self._states[name].objects)
+            out.extend(self._states[name].chunks)
         return out
 
     def diagnostics(self) -> list[Diagnostic]:

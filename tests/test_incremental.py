@@ -148,9 +148,8 @@ def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> N
         _write(tmp_path, files)
         source.scan()
         source.publish()
-        objects = store.objects()
-        _, wdiags_i, got = incremental.update(objects)
-        world_f, wdiags_f = build_world(objects)
+        _, wdiags_i, got = incremental.update(store.chunks())
+        world_f, wdiags_f = build_world(store.objects())
         want = translate_world(world_f, OPTIONS)
         assert wdiags_i == wdiags_f, f"seed {seed} step {step}: world diagnostics differ"
         assert got.diagnostics == want.diagnostics, f"seed {seed} step {step}: diagnostics"
@@ -179,7 +178,7 @@ def test_one_edit_recomputes_only_its_readers(tmp_path: Path) -> None:
     source.scan()
     source.publish()
     inc = IncrementalTranslator(OPTIONS)
-    inc.update(store.objects())
+    inc.update(store.chunks())
     assert inc.last_recomputed == 30
     # Edit one EndpointSlice (svc20's, in rest.yaml): only svc20's IngressRoute is translated.
     for d in docs[45:]:
@@ -189,7 +188,7 @@ def test_one_edit_recomputes_only_its_readers(tmp_path: Path) -> None:
     source.scan()
     source.publish()
     # Every object of the re-read file is new, but only changed content counts as a change.
-    _, _, result = inc.update(store.objects())
+    _, _, result = inc.update(store.chunks())
     assert inc.last_recomputed == 1
     [cluster] = [c for c in result.ir.clusters if c.service.endswith("/svc20")]
     assert "10.9.9.9" in {e.address for e in cluster.endpoints}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,9 +99,10 @@ class IncrementalTranslator:
         self.last_recomputed = 0
 
     def update(
-        self, objects: Iterable[tuple[Resource, SourceRef]]
+        self, chunks: Iterable[Sequence[tuple[Resource, SourceRef]]]
     ) -> tuple[World, list[Diagnostic], Translation]:
-        world, world_diags, changes = self.index.update(objects)
+        """``chunks`` as ``ResourceStore.chunks()`` gives them (see ``WorldIndex.update``)."""
+        world, world_diags, changes = self.index.update(chunks)
         dirty: set[Key] = set()
         for fld, key in changes:
             if fld == "ingressroutes":
@@ -115,7 +116,7 @@ class IncrementalTranslator:
                 self._remember(key, self._translate_one(world, entry))
         self.last_recomputed = len(dirty)
         routes = [self._routes[i] for _, i in self._order]
-        clusters = {n: self._clusters[n][0] for n in self._cluster_names}
+        clusters = [self._clusters[n][0] for n in self._cluster_names]
         slots: dict[str, dict[str, int]] = {}
         for (ep, kind, n), count in self._slots.items():
             if count > 0:

@@ -28,19 +28,20 @@ def translate_world(world: World, options: Options) -> Translation:
         r, d = irt.translate(world.ingressroutes[key])
         routes.extend(r)
         diags.extend(d)
-    clusters = {k: resolver.clusters[k] for k in _referenced(routes)}
+    clusters = [resolver.clusters[k] for k in sorted(_referenced(routes))]
     return assemble(sorted(routes, key=route_order), clusters, diags, options)
 
 
 def assemble(
     routes: Sequence[Route],
-    clusters: Mapping[str, Cluster],
+    clusters: Sequence[Cluster],
     diags: Iterable[Diagnostic],
     options: Options,
     slots: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
 ) -> Translation:
     """The IR from routes already in priority order (``route_order``), the clusters they use
-    and, per entry point, the filter slots (computed here unless the caller kept them)."""
+    (in name order) and, per entry point, the filter slots (computed unless the caller kept
+    them)."""
     listeners = tuple(
         Listener(
             name=names.listener_name(ep.name),
@@ -56,7 +57,7 @@ def assemble(
     ir = IR(
         listeners=listeners,
         routes=tuple(routes),
-        clusters=tuple(clusters[k] for k in sorted(clusters)),
+        clusters=tuple(clusters),
     )
     return Translation(ir=ir, diagnostics=tuple(sorted(set(diags))))
 

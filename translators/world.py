@@ -8,7 +8,7 @@ keep the first by file and line, and the other is reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Generic, TypeVar
@@ -80,21 +80,24 @@ def _rank(ref: SourceRef) -> tuple[int, str, int]:
 
 def build_world(objects: Iterable[tuple[Resource, SourceRef]]) -> tuple[World, list[Diagnostic]]:
     """Index objects by kind and identity; resolve collisions deterministically."""
-    world, diagnostics, _ = WorldIndex().update(objects)
+    world, diagnostics, _ = WorldIndex().update([tuple(objects)])
     return world, diagnostics
 
 
 class WorldIndex:
-    """The World, kept up to date from successive full object lists at the cost of what changed.
+    """The World, kept up to date from successive object lists at the cost of what changed.
 
-    Sources keep the same ``(object, ref)`` pair for what they did not re-read, so the difference
-    between two lists is found by identity. ``update`` returns the new World, every diagnostic,
-    and the (field, key) pairs whose value changed — what incremental translation invalidates.
-    A fresh index updated once is exactly ``build_world``.
+    Objects arrive in chunks (a source's file, say) and a source hands back the very same chunk
+    for what it did not re-read, so two updates differ by the chunks that are not the same
+    object; within those, pairs are compared by identity, and a pair whose object and place are
+    equal to the one it replaces is no change. ``update`` returns the new World, every
+    diagnostic, and the (field, key) pairs whose value changed — what incremental translation
+    invalidates. A fresh index updated once is exactly ``build_world``.
     """
 
     def __init__(self) -> None:
-        self._pairs: dict[int, Pair] = {}  # id → pair (kept alive, so ids stay unique)
+        self._chunks: dict[int, Sequence[Pair]] = {}  # id → chunk (kept alive: ids stay unique)
+        self._pairs: dict[int, tuple[Pair, int]] = {}  # id → (pair, chunks holding it)
         self._candidates: dict[Identity, list[Pair]] = {}
         self._winners: dict[Identity, Pair] = {}
         self._diags: dict[Identity, list[Diagnostic]] = {}
@@ -107,21 +110,17 @@ class WorldIndex:
         return self._world
 
     def update(
-        self, objects: Iterable[tuple[Resource, SourceRef]]
+        self, chunks: Iterable[Sequence[tuple[Resource, SourceRef]]]
     ) -> tuple[World, list[Diagnostic], set[Change]]:
-        current = {id(pair): pair for pair in objects}
+        current = {id(chunk): chunk for chunk in chunks}
         touched: set[Identity] = set()
-        for pid in self._pairs.keys() - current.keys():
-            pair = self._pairs.pop(pid)
-            ident = _ident(pair[0])
-            self._candidates[ident].remove(pair)
-            touched.add(ident)
-        for pid in current.keys() - self._pairs.keys():
-            pair = current[pid]
-            self._pairs[pid] = pair
-            ident = _ident(pair[0])
-            self._candidates.setdefault(ident, []).append(pair)
-            touched.add(ident)
+        for cid in self._chunks.keys() - current.keys():
+            for pair in self._chunks.pop(cid):
+                self._count(pair, -1, touched)
+        for cid in current.keys() - self._chunks.keys():
+            self._chunks[cid] = current[cid]
+            for pair in current[cid]:
+                self._count(pair, 1, touched)
         changes: set[Change] = set()
         fields_changed: set[str] = set()
         for ident in sorted(touched):
@@ -133,6 +132,21 @@ class WorldIndex:
             )
         diagnostics = [d for ident in sorted(self._diags) for d in self._diags[ident]]
         return self._world, diagnostics, changes
+
+    def _count(self, pair: Pair, delta: int, touched: set[Identity]) -> None:
+        pid = id(pair)
+        held = self._pairs.get(pid)
+        count = (held[1] if held else 0) + delta
+        ident = _ident(pair[0])
+        if count > 0:
+            self._pairs[pid] = (pair, count)
+            if held is None:
+                self._candidates.setdefault(ident, []).append(pair)
+                touched.add(ident)
+            return
+        del self._pairs[pid]
+        self._candidates[ident].remove(pair)
+        touched.add(ident)
 
     def _choose(self, ident: Identity, changes: set[Change], fields_changed: set[str]) -> None:
         candidates = sorted(self._candidates.get(ident, ()), key=lambda c: _rank(c[1]))

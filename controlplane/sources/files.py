@@ -15,8 +15,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,42 @@ class FileState:
     signature: tuple[int, int, int]
     objects: dict[Identity, tuple[Resource, SourceRef]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Each document's text → its first line and what loading it gave: an edit to one document
+    # of a large file parses and validates that document only.
+    documents: dict[str, tuple[int, list[Loaded]]] = field(default_factory=dict)
+    # The objects as one tuple, made once per read: an unchanged file hands the same tuple on.
+    chunk: tuple[tuple[Resource, SourceRef], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One document as loaded: its identity, and the object and ref, or why not."""
+
+    identity: Identity | None
+    pair: tuple[Resource, SourceRef] | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+# A line that starts a new document: YAML forbids "---" at the start of a line inside any
+# scalar (spec 1.2, c-forbidden), so these lines split the text into documents.
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r]|$)", re.MULTILINE)
+# Directives bind to the document after them, and "..." ends one early: keep such a stream whole.
+_WHOLE = re.compile(r"^(?:%|\.\.\.(?=[ \t\r]|$))", re.MULTILINE)
+
+
+def split_documents(text: str) -> list[tuple[int, str]]:
+    """(first line, text) per document of a YAML stream, each parseable on its own."""
+    if _WHOLE.search(text):
+        return [(1, text)]
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    out: list[tuple[int, str]] = []
+    line = 1
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        out.append((line, text[begin:end]))
+        line += text.count("\n", begin, end)
+    return out
 
 
 def _identity(doc: object) -> Identity | None:
@@ -97,6 +134,31 @@ def _expand_lists(docs: list[tuple[int, object]]) -> list[tuple[int, object]]:
     return out
 
 
+def _load(doc: object, display: str, line: int) -> Loaded:
+    obj, ref, diags = load_object(doc, file=display, line=line)
+    identity = _identity(doc)
+    pair = (obj, ref) if obj is not None else None
+    return Loaded(identity=identity, pair=pair, diagnostics=tuple(diags))
+
+
+def _moved(items: list[Loaded], delta: int) -> list[Loaded] | None:
+    """The same documents ``delta`` lines further down (the same objects, new refs); None when
+    a diagnostic would have to be rewritten (it is then simply loaded again)."""
+    if delta == 0:
+        return items
+    if any(item.diagnostics or item.pair is None for item in items):
+        return None
+    return [
+        Loaded(
+            identity=item.identity,
+            pair=(item.pair[0], replace(item.pair[1], line=item.pair[1].line + delta)),
+            diagnostics=(),
+        )
+        for item in items
+        if item.pair is not None
+    ]
+
+
 class DocumentError(Exception):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
@@ -144,15 +206,16 @@ class FileSource:
         state = FileState(signature=signature)
         try:
             text = path.read_text(encoding="utf-8")
-            docs = parse_documents(text, display)
+            loaded = self._load_text(text, display, previous, state)
         except (OSError, UnicodeDecodeError) as exc:
-            docs, err = None, DocumentError(0, f"cannot read: {exc}")
+            loaded, err = None, DocumentError(0, f"cannot read: {exc}")
         except DocumentError as exc:
-            docs, err = None, exc
-        if docs is None:
+            loaded, err = None, exc
+        if loaded is None:
             kept = previous.objects if previous else {}
             suffix = f"; its last good objects ({len(kept)}) keep serving" if kept else ""
             state.objects = dict(kept)
+            state.documents = previous.documents if previous else {}
             state.diagnostics = [
                 Diagnostic(
                     source=SourceRef(file=display, line=err.line),
@@ -162,13 +225,13 @@ class FileSource:
                 )
             ]
             log.error("%s:%d: %s%s", display, err.line, err.message, suffix)
+            state.chunk = tuple(state.objects.values())
             self.files[path] = state
             return
-        for line, doc in docs:
-            obj, ref, diags = load_object(doc, file=display, line=line)
-            identity = _identity(doc)
-            if obj is not None and identity is not None:
-                state.objects[identity] = (obj, ref)
+        for item in loaded:
+            identity, diags = item.identity, list(item.diagnostics)
+            if item.pair is not None and identity is not None:
+                state.objects[identity] = item.pair
             elif diags and identity is not None and previous and identity in previous.objects:
                 state.objects[identity] = previous.objects[identity]
                 diags = [
@@ -182,7 +245,31 @@ class FileSource:
                     for d in diags
                 ]
             state.diagnostics.extend(diags)
+        state.chunk = tuple(state.objects.values())
         self.files[path] = state
+
+    def _load_text(
+        self, text: str, display: str, previous: FileState | None, state: FileState
+    ) -> list[Loaded]:
+        """Every document of the file, loaded; documents whose text and place did not change
+        are taken from the previous read (the same objects, so nothing downstream re-runs)."""
+        if display.endswith(".json"):
+            return [_load(doc, display, line) for line, doc in parse_documents(text, display)]
+        known = previous.documents if previous else {}
+        out: list[Loaded] = []
+        for first, part in split_documents(text):
+            hit = known.get(part)
+            items = _moved(hit[1], first - hit[0]) if hit is not None else None
+            if items is None:
+                try:
+                    docs = parse_documents(part, display)
+                except DocumentError as exc:
+                    line = exc.line + first - 1 if exc.line else 0
+                    raise DocumentError(line, exc.message) from None
+                items = [_load(doc, display, line + first - 1) for line, doc in docs]
+            state.documents[part] = (first, items)
+            out.extend(items)
+        return out
 
     def scan(self, touched: frozenset[Path] = frozenset()) -> bool:
         """Bring the file table up to date with the directory. True if anything changed.
@@ -209,7 +296,7 @@ class FileSource:
         return changed
 
     def publish(self) -> None:
-        objects = [o for p in sorted(self.files) for o in self.files[p].objects.values()]
+        chunks = [self.files[p].chunk for p in sorted(self.files)]
         diags = [d for p in sorted(self.files) for d in self.files[p].diagnostics]
         if not self.directory.is_dir():
             diags.append(
@@ -220,7 +307,7 @@ class FileSource:
                     message="the configuration directory does not exist",
                 )
             )
-        self.store.replace(self.name, objects, diags)
+        self.store.replace_chunks(self.name, chunks, diags)
 
     # -- watching ---------------------------------------------------------------------------------
 

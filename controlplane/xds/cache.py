@@ -37,6 +37,9 @@ class Prepared:
 class TypeSnapshot:
     resources: Mapping[str, Prepared]
     version: str
+    # The back end's (name, message) tuple this was made from: handed the same tuple again
+    # (BackendCache does that for a type that did not change), the TypeSnapshot is reused.
+    source: tuple[tuple[str, Any], ...] = ()
 
     def subset_version(self, names: Iterable[str]) -> str:
         h = hashlib.sha256()
@@ -74,8 +77,13 @@ def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Sna
     overall = hashlib.sha256()
     for type_url in TYPE_ORDER:
         prev_type = previous.types.get(type_url) if previous else None
+        entries = resources.by_type.get(type_url, ())
+        if prev_type is not None and entries and prev_type.source is entries:
+            types[type_url] = prev_type  # the very same input: the same resources and version
+            overall.update(f"{type_url}={prev_type.version};".encode())
+            continue
         prepared: dict[str, Prepared] = {}
-        for name, message in resources.by_type.get(type_url, ()):
+        for name, message in entries:
             prev = prev_type.resources.get(name) if prev_type else None
             prepared[name] = _prepare(name, message, prev)
         h = hashlib.sha256()
@@ -83,7 +91,9 @@ def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Sna
             h.update(f"{name}={prepared[name].version};".encode())
         version = h.hexdigest()[:16]
         overall.update(f"{type_url}={version};".encode())
-        types[type_url] = TypeSnapshot(resources=MappingProxyType(prepared), version=version)
+        types[type_url] = TypeSnapshot(
+            resources=MappingProxyType(prepared), version=version, source=entries
+        )
     return Snapshot(types=MappingProxyType(types), version=overall.hexdigest()[:16])
 
 
