@@ -41,7 +41,7 @@ def build_bootstrap(
     admin_host: str = "127.0.0.1",
     admin_port: int = 9901,
     max_connections: int = 50_000,
-    protocol: str = "sotw",
+    protocol: str = "delta",
 ) -> dict[str, Any]:
     """The bootstrap as a dict, validated against Envoy's Bootstrap message."""
     config: dict[str, Any] = {

@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument(
         "--xds-protocol",
         choices=("sotw", "delta"),
-        default="sotw",
-        help="state of the world (default) or incremental Delta xDS",
+        default="delta",
+        help="incremental Delta xDS (default: only what changed is sent) or state of the world",
     )
     boot.add_argument(
         "--admin-address", type=parse_hostport, default=("127.0.0.1", 9901), metavar="HOST:PORT"

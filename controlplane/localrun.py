@@ -252,7 +252,7 @@ class Envoy:
         workdir: Path,
         node_id: str = "gateway-1",
         node_cluster: str = "gateway",
-        protocol: str = "sotw",
+        protocol: str = "delta",
     ) -> None:
         self.workdir = workdir
         self.admin_port = free_port()

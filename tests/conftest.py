@@ -40,14 +40,16 @@ def backends() -> Iterator[Callable[[str], Backend]]:
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def make(files: dict[str, str], extra_args: list[str] | None = None) -> Stack:
+    def make(
+        files: dict[str, str], extra_args: list[str] | None = None, protocol: str = "delta"
+    ) -> Stack:
         config = tmp_path / "config"
         config.mkdir(exist_ok=True)
         for name, text in files.items():
             (config / name).write_text(text)
         web = free_port()
         cp = ControlPlane(config, tmp_path, {"web": web}, extra_args=extra_args)
-        envoy = Envoy(cp.xds_port, tmp_path)
+        envoy = Envoy(cp.xds_port, tmp_path, protocol=protocol)
         stack = Stack(config=config, workdir=tmp_path, controlplane=cp, envoy=envoy, web_port=web)
         stacks.append(stack)  # registered first: a start that fails still gets cleaned up
         cp.start()

@@ -181,11 +181,12 @@ spec:
         assert (status, got) == (200, want), f"{host}{path}: got {status} {got}, want {want}"
 
 
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
 def test_live_edit_90_10_to_0_100_without_a_failed_request(
-    backends: Callable[[str], Backend], make_stack: Callable[..., Stack]
+    backends: Callable[[str], Backend], make_stack: Callable[..., Stack], protocol: str
 ) -> None:
     v1, v2 = backends("v1"), backends("v2")
-    stack = make_stack(canary_files(v1, v2, 90, 10))
+    stack = make_stack(canary_files(v1, v2, 90, 10), protocol=protocol)
     stack.wait_serving(lambda: stack.request(host="app.example.com")[0] == 200, "route served")
     results: list[tuple[float, int, str]] = []
     stop = threading.Event()
@@ -257,11 +258,12 @@ def test_invalid_file_while_serving_keeps_everything_else(
     stack.wait_serving(lambda: stack.request(host="app.example.com")[0] == 404, "route removed")
 
 
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
 def test_controlplane_killed_and_restarted_envoy_serves_throughout(
-    backends: Callable[[str], Backend], make_stack: Callable[..., Stack]
+    backends: Callable[[str], Backend], make_stack: Callable[..., Stack], protocol: str
 ) -> None:
     v1, v2 = backends("v1"), backends("v2")
-    stack = make_stack(canary_files(v1, v2, 100, 0))
+    stack = make_stack(canary_files(v1, v2, 100, 0), protocol=protocol)
     stack.wait_serving(serving(stack, "app.example.com", "v1"), "route served")
     stack.controlplane.kill()
     # Envoy keeps its last config while the control plane is gone.

@@ -220,7 +220,7 @@ def test_a_nacked_config_is_reported_not_resent_and_envoy_keeps_the_last_good(
     web = free_port()
     good = resources_from_dir(_config(tmp_path, [a]), web)
     xds.publish(good)
-    envoy = Envoy(xds.port, tmp_path).start()
+    envoy = Envoy(xds.port, tmp_path, protocol="sotw").start()
     try:
         wait_for(
             lambda: (
@@ -287,7 +287,10 @@ def test_a_nacked_config_is_reported_not_resent_and_envoy_keeps_the_last_good(
 
 
 @pytest.mark.envoy
-def test_many_envoys_and_a_cluster_removed_then_re_added(xds: XdsServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+def test_many_envoys_and_a_cluster_removed_then_re_added(
+    xds: XdsServer, tmp_path: Path, protocol: str
+) -> None:
     a, b = Backend("a").start(), Backend("b").start()
     web1 = free_port()
     both_a = resources_from_dir(_config(tmp_path, [a, b]), web1)
@@ -295,9 +298,9 @@ def test_many_envoys_and_a_cluster_removed_then_re_added(xds: XdsServer, tmp_pat
     try:
         # Two gateways with different listeners share the server; each gets its own stream.
         xds.publish(both_a)
-        e1 = Envoy(xds.port, tmp_path, node_id="gw-1").start()
+        e1 = Envoy(xds.port, tmp_path, node_id="gw-1", protocol=protocol).start()
         envoys.append(e1)
-        e2 = Envoy(xds.port, tmp_path, node_id="gw-2").start()
+        e2 = Envoy(xds.port, tmp_path, node_id="gw-2", protocol=protocol).start()
         envoys.append(e2)
 
         def serves(port: int, host: str, want: int = 200) -> Callable[[], bool]:
