@@ -98,6 +98,11 @@ class IncrementalTranslator:
         self._diags: Counter[Diagnostic] = Counter()
         self.last_recomputed = 0
 
+    @property
+    def size(self) -> int:
+        """IngressRoutes currently translated."""
+        return len(self._results)
+
     def update(
         self, chunks: Iterable[Sequence[tuple[Resource, SourceRef]]]
     ) -> tuple[World, list[Diagnostic], Translation]:
