@@ -320,7 +320,7 @@ def _conjunction(
 
 
 def _check_size(regex: str, limit: int) -> None:
-    if regex and (size := rx.program_size(regex)) > limit:
+    if regex and (size := rx.over_program_size(regex, limit)) is not None:
         raise UnsupportedMatcher(
             f"the regex Envoy needs is too large (RE2 program size {size} > {limit}, "
             "re2.max_program_size.error_level in the bootstrap)"
