@@ -131,7 +131,7 @@ def _write(root: Path, files: dict[str, list[dict[str, Any]]]) -> None:
             path.write_text(text)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     files: dict[str, list[dict[str, Any]]] = {

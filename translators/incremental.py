@@ -195,8 +195,11 @@ class IncrementalTranslator:
                 self._clusters[name] = (cluster, 1)
                 bisect.insort(self._cluster_names, name)
             else:
-                # Same name, same inputs: equal clusters (translation is deterministic).
-                self._clusters[name] = (known[0], known[1] + 1)
+                # Another reader holds it. When what it was built from changed, every reader is
+                # translated again in this update, so the newest build is the current one; an
+                # equal one keeps the old object (the back end reuses its proto by identity).
+                current = known[0] if known[0] == cluster else cluster
+                self._clusters[name] = (current, known[1] + 1)
         self._diags.update(result.diagnostics)
 
     def _count_slots(self, route: Route, delta: int) -> None:
