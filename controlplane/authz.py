@@ -5,7 +5,9 @@ users (bcrypt, apr1/MD5-crypt), a realm or ``headerField``, and every digestAuth
 ext_authz filter instead (``translators/envoy/filter_ext_authz.py``), which asks this service, on
 the xDS port next to ADS. A route sends only its Middleware's key; the users are looked up in the
 translation the pipeline last made, so a Secret change applies with the next snapshot. Anything
-the service cannot decide (an unknown key) is denied with 500: it fails closed.
+the service cannot decide (an unknown key) is denied with 500: it fails closed. forwardAuth
+checks come here too (``switchman.forward_auth`` context extension) and are answered by
+``controlplane/forward_auth.py``.
 
 Digest (RFC 2617, as Traefik's goauth does it: MD5, ``qop="auth"``): nonces are stateless and
 signed, ``<time><random><HMAC(time, random)>`` with a per-process key, valid for
@@ -36,7 +38,9 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from envoy.type.v3 import http_status_pb2 as http_status_v3
 from google.rpc import code_pb2, status_pb2
 
+from controlplane.forward_auth import ForwardAuthService
 from translators.envoy.filter_ext_authz import AUTH_KEY
+from translators.envoy.filter_forward_auth import FORWARD_AUTH_KEY, HOSTNAME_METADATA
 from translators.ir import IR
 from translators.middlewares.auth import AuthServiceConfig, auth_table, hash_scheme
 
@@ -195,6 +199,11 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):  # type: ignore[mis
         self._ir: IR | None = None
         self._table: dict[str, AuthServiceConfig] = {}
         self.nonces = nonces or DigestNonces()
+        # forwardAuth checks: the HTTP call to the auth server (controlplane/forward_auth.py).
+        self.forward_auth = ForwardAuthService(current_ir)
+
+    async def close(self) -> None:
+        await self.forward_auth.close()
 
     def lookup(self, key: str) -> AuthServiceConfig | None:
         ir = self._current_ir()
@@ -205,7 +214,16 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):  # type: ignore[mis
     async def Check(
         self, request: auth_v3.CheckRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> auth_v3.CheckResponse:
-        key = request.attributes.context_extensions.get(AUTH_KEY, "")
+        extensions = request.attributes.context_extensions
+        if FORWARD_AUTH_KEY in extensions:
+            metadata = dict(context.invocation_metadata() or ())
+            hostname = metadata.get(HOSTNAME_METADATA, "")
+            return await self.forward_auth.check(
+                extensions[FORWARD_AUTH_KEY],
+                request,
+                hostname if isinstance(hostname, str) else "",
+            )
+        key = extensions.get(AUTH_KEY, "")
         config = self.lookup(key)
         if config is None:
             log.error("ext_authz check for unknown key %r: denied with 500", key)

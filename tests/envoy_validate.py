@@ -23,14 +23,21 @@ from typing import Any
 
 from controlplane.bootstrap import build_bootstrap
 from controlplane.localrun import find_envoy, free_port
-from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
+from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from translators.envoy.common import to_dict
+from translators.envoy.wire import message_of
 
 HCM_TYPE = (
     "type.googleapis.com/"
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
-_KEYS = {"clusters": CLUSTER, "endpoints": ENDPOINT, "listeners": LISTENER, "routes": ROUTE}
+_KEYS = {
+    "clusters": CLUSTER,
+    "endpoints": ENDPOINT,
+    "listeners": LISTENER,
+    "routes": ROUTE,
+    "secrets": SECRET,
+}
 
 
 class EnvoyValidationError(AssertionError):
@@ -41,10 +48,22 @@ def resources_as_dicts(resources: Resources | Mapping[str, Any]) -> dict[str, li
     """``Resources`` or ``translate_directory``'s dict → clusters/endpoints/listeners/routes."""
     if isinstance(resources, Resources):
         return {
-            key: [to_dict(msg) for _, msg in resources.by_type.get(type_url, ())]
+            key: [to_dict(message_of(msg)) for _, msg in resources.by_type.get(type_url, ())]
             for key, type_url in _KEYS.items()
         }
     return {key: copy.deepcopy(list(resources.get(key, []))) for key in _KEYS}
+
+
+def _static_secrets(node: Any) -> None:
+    """SDS references (``{name, sds_config}``) → references to static secrets by name."""
+    if isinstance(node, dict):
+        if "name" in node and "sds_config" in node:
+            del node["sds_config"]
+        for value in node.values():
+            _static_secrets(value)
+    elif isinstance(node, list):
+        for value in node:
+            _static_secrets(value)
 
 
 def build_static_bootstrap(resources: Resources | Mapping[str, Any]) -> dict[str, Any]:
@@ -74,6 +93,7 @@ def build_static_bootstrap(resources: Resources | Mapping[str, Any]) -> dict[str
                         f"which is not among the resources ({sorted(route_configs)})"
                     )
                 hcm["route_config"] = copy.deepcopy(route_configs[name])
+        _static_secrets(listener)
         listeners.append(listener)
 
     clusters = []
@@ -89,7 +109,11 @@ def build_static_bootstrap(resources: Resources | Mapping[str, Any]) -> dict[str
 
     return {
         "node": {"id": "switchman-validate", "cluster": "switchman-validate"},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": clusters,
+            "secrets": res["secrets"],
+        },
         # The runtime `switchman bootstrap` gives every Envoy (its RE2 program-size limit).
         "layered_runtime": build_bootstrap(xds_host="127.0.0.1", xds_port=1, node_id="v")[
             "layered_runtime"

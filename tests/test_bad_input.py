@@ -175,12 +175,12 @@ R0 = "spec.routes[0]"
 S0 = f"{R0}.services[0]"
 MIDDLEWARE = (  # a type not translated yet: the route is not served
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
-    "metadata: {name: strip, namespace: default}\nspec: {inFlightReq: {amount: 10}}\n"
+    "metadata: {name: strip, namespace: default}\nspec: {plugin: {demo: {}}}\n"
 )
 SECURITY_MIDDLEWARE = (  # a security middleware that cannot be translated: answers 500
     "apiVersion: traefik.io/v1alpha1\nkind: Middleware\n"
     "metadata: {name: auth, namespace: default}\n"
-    'spec: {forwardAuth: {address: "http://a", tls: {insecureSkipVerify: true}}}\n'
+    'spec: {forwardAuth: {address: "http://a", forwardBody: true}}\n'
 )
 OTHER_TS = traefikservice(
     "ts", "  weighted:\n    services: [{name: whoami, port: 80}]\n", namespace="other"
@@ -329,8 +329,8 @@ CASES = [
     Case(
         "ingressroute-tls",
         bad(ingressroute(spec_extra="  tls: {secretName: cert}\n")),
-        "Unsupported",
-        "spec.tls",
+        "SecretNotFound",
+        "spec.tls.secretName",
     ),
     # -- broken references ------------------------------------------------------------------------
     Case(
@@ -390,16 +390,13 @@ CASES = [
         name="b",
         message="default/ts → default/b → default/ts",
     ),
-    *(
-        Case(
-            f"traefikservice-{kind}",
-            bad(traefikservice("ts", f"  {kind}: {{}}\n"), ingressroute(TS)),
-            "Unsupported",
-            f"spec.{kind}",
-            kind="TraefikService",
-            name="ts",
-        )
-        for kind in ("failover",)
+    Case(
+        "traefikservice-failover-without-service",
+        bad(traefikservice("ts", "  failover: {}\n"), ingressroute(TS)),
+        "InvalidObject",
+        "spec.failover.service",
+        kind="TraefikService",
+        name="ts",
     ),
     Case(
         "traefikservice-mirroring-without-name",
@@ -459,7 +456,7 @@ CASES = [
         "middleware-not-translated",
         bad(ingressroute(route_extra="    middlewares: [{name: strip}]\n"), MIDDLEWARE),
         "Unsupported",
-        "spec.inFlightReq",
+        "spec.plugin",
         kind="Middleware",
         name="strip",
         line=12,
@@ -469,7 +466,7 @@ CASES = [
         "security-middleware-fails-closed",
         bad(ingressroute(route_extra="    middlewares: [{name: auth}]\n"), SECURITY_MIDDLEWARE),
         "Unsupported",
-        "spec.forwardAuth.tls",
+        "spec.forwardAuth.maxBodySize",
         kind="Middleware",
         name="auth",
         line=12,
@@ -541,10 +538,10 @@ CASES = [
     ),
     Case(
         "known-untranslated-kind",
-        bad("apiVersion: traefik.io/v1alpha1\nkind: TLSOption\nmetadata: {name: x}\nspec: {}\n"),
+        bad("apiVersion: traefik.io/v1alpha1\nkind: TLSStore\nmetadata: {name: x}\nspec: {}\n"),
         "Unsupported",
         "kind",
-        kind="TLSOption",
+        kind="TLSStore",
         name="x",
         severity="warning",
         bad_served=None,

@@ -163,6 +163,8 @@ def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> N
             assert {n: p.version for n, p in mine.items()} == {
                 n: p.version for n, p in ts.resources.items()
             }, f"seed {seed} step {step}: {type_url} differs"
+            assert snapshot.types[type_url].version == ts.version
+            assert snapshot.types[type_url].size == ts.size
         recomputed.append(incremental.last_recomputed)
         _step(files, rng)
     # The point of it: most steps translate a few IngressRoutes, not all of them.
@@ -192,3 +194,41 @@ def test_one_edit_recomputes_only_its_readers(tmp_path: Path) -> None:
     assert inc.last_recomputed == 1
     [cluster] = [c for c in result.ir.clusters if c.service.endswith("/svc20")]
     assert "10.9.9.9" in {e.address for e in cluster.endpoints}
+
+
+def test_scan_with_the_watchers_paths_reads_only_those_and_walks_when_it_must(
+    tmp_path: Path,
+) -> None:
+    docs = [d for i in range(6) for d in objects_for(i)]
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump_all(docs[:9], sort_keys=False))
+    b.write_text(yaml.safe_dump_all(docs[9:], sort_keys=False))
+    store = ResourceStore([FileSource.name])
+    source = FileSource(tmp_path, store)
+    source.scan()
+    before = dict(source.files)
+    # An edit to a known file: only that file is read again.
+    a.write_text(yaml.safe_dump_all(docs[:6], sort_keys=False))
+    assert source.scan(frozenset({a}))
+    assert source.files[b] is before[b] and source.files[a] is not before[a]
+    assert len(source.files[a].objects) == 6
+    # A new file the watcher names: the walk runs and finds it (and a file it did not name).
+    c, d = tmp_path / "sub" / "c.yaml", tmp_path / "d.yaml"
+    c.parent.mkdir()
+    c.write_text(yaml.safe_dump_all(docs[:3], sort_keys=False))
+    d.write_text(yaml.safe_dump_all(docs[3:6], sort_keys=False))
+    assert source.scan(frozenset({c}))
+    assert {c, d} <= set(source.files)
+    # A deleted known file; a hidden temporary file the source never reads.
+    b.unlink()
+    hidden = tmp_path / ".b.yaml.tmp"
+    hidden.write_text("not: [yaml")
+    assert source.scan(frozenset({b, hidden}))
+    assert b not in source.files and hidden not in source.files
+    # A change inside a hidden directory (a ConfigMap's ..data swap): the full walk runs.
+    data = tmp_path / "..data"
+    data.mkdir()
+    e = tmp_path / "e.yaml"
+    e.write_text(yaml.safe_dump_all(docs[6:9], sort_keys=False))
+    assert source.scan(frozenset({data / "x"}))
+    assert e in source.files

@@ -1,5 +1,6 @@
-"""TraefikService policies through a real Envoy: mirroring, highestRandomWeight, and their
-diagnostics (failover and sticky cookies are reported as Unsupported for now)."""
+"""TraefikService policies through a real Envoy: mirroring, highestRandomWeight, server-level
+sticky cookies, and their diagnostics (failover and weighted-level sticky cookies:
+tests/test_service_failover_sticky.py)."""
 
 from __future__ import annotations
 
@@ -239,32 +240,6 @@ def test_highest_random_weight_pins_each_client_ip_to_one_service(
     assert counts["s1"] + counts["s2"] == len(picked), picked
 
 
-def test_failover_is_reported_unsupported(
-    backends: Callable[[str], Backend], make_stack: Callable[..., Stack]
-) -> None:
-    a = backends("a")
-    spec = """  failover:
-    service: {name: s-a, port: 80}
-    fallback: {name: s-a, port: 80}
-"""
-    stack = make_stack(
-        {
-            "svc.yaml": service_yaml("s-a", [a]),
-            "ts.yaml": traefikservice("fo", spec),
-            "ir.yaml": route("fo.example.com", "fo")
-            + "---\n"
-            + route("canary.example.com", "canary"),
-            "canary.yaml": traefikservice(
-                "canary", "  weighted:\n    services: [{name: s-a, port: 80}]\n"
-            ),
-        }
-    )
-    stack.wait_serving(lambda: stack.request(host="canary.example.com")[0] == 200, "served")
-    assert stack.request(host="fo.example.com")[0] == 404
-    by = {(d["name"], d["field"]): d for d in diagnostics(stack)}
-    assert by[("fo", "spec.failover")]["reason"] == "Unsupported"
-
-
 def get(port: int, host: str, cookie: str | None = None) -> tuple[str, str | None]:
     """(backend, Set-Cookie header) for one request on a fresh connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -321,24 +296,3 @@ spec:
     want = "_" + hashlib.sha1(b"_TRAEFIK_BACKEND_default-s-ab-80@kubernetescrd").hexdigest()[:5]
     _, default_cookie = get(port, "default.example.com")
     assert default_cookie is not None and default_cookie.startswith(want + "="), default_cookie
-
-
-def test_weighted_level_sticky_is_a_warning_and_still_served(
-    backends: Callable[[str], Backend], make_stack: Callable[..., Stack]
-) -> None:
-    a = backends("a")
-    spec = """  weighted:
-    sticky: {cookie: {name: wrr}}
-    services: [{name: s-a, port: 80}]
-"""
-    stack = make_stack(
-        {
-            "svc.yaml": service_yaml("s-a", [a]),
-            "ts.yaml": traefikservice("wsticky", spec),
-            "ir.yaml": route("ws.example.com", "wsticky"),
-        }
-    )
-    stack.wait_serving(lambda: stack.request(host="ws.example.com")[0] == 200, "served")
-    by = {(d["name"], d["field"]): d for d in diagnostics(stack)}
-    d = by[("wsticky", "spec.weighted.sticky")]
-    assert (d["severity"], d["reason"]) == ("warning", "Unsupported")

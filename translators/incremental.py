@@ -27,7 +27,14 @@ from translators.ir import Cluster, Route, Translation
 from translators.models import Resource
 from translators.options import Options
 from translators.service import ServiceResolver
-from translators.translate import _referenced, assemble, filter_uses, route_order
+from translators.translate import (
+    Present,
+    _referenced,
+    assemble,
+    filter_uses,
+    route_features,
+    route_order,
+)
 from translators.world import WORLD_FIELDS, Change, Key, World, WorldIndex
 
 RouteKey = tuple[str, int, str, int, int]
@@ -91,11 +98,14 @@ class IncrementalTranslator:
         self._results: dict[Key, _Result] = {}
         self._readers: dict[Change, set[Key]] = {}  # (field, key) → IngressRoutes that read it
         self._order: list[tuple[RouteKey, int]] = []  # (route_order, id), sorted
-        self._routes: dict[int, Route] = {}  # id → route, for the ones in _order
+        self._ordered: list[Route] = []  # the routes, in _order's order
         self._clusters: dict[str, tuple[Cluster, int]] = {}  # name → (cluster, users)
         self._cluster_names: list[str] = []  # sorted
+        self._cluster_list: list[Cluster] = []  # in _cluster_names' order
         self._slots: Counter[tuple[str, str, int]] = Counter()  # (entry point, kind, n)
         self._diags: Counter[Diagnostic] = Counter()
+        # Routes with an errors middleware, routes with tls, clusters with a policy.
+        self._features: Counter[str] = Counter()
         self.last_recomputed = 0
 
     @property
@@ -120,8 +130,8 @@ class IncrementalTranslator:
             if entry is not None:
                 self._remember(key, self._translate_one(world, entry))
         self.last_recomputed = len(dirty)
-        routes = [self._routes[i] for _, i in self._order]
-        clusters = [self._clusters[n][0] for n in self._cluster_names]
+        routes = self._ordered
+        clusters = self._cluster_list
         slots: dict[str, dict[str, int]] = {}
         for (ep, kind, n), count in self._slots.items():
             if count > 0:
@@ -133,6 +143,11 @@ class IncrementalTranslator:
             self._diags.keys(),
             self.options,
             {ep: tuple(sorted(kinds.items())) for ep, kinds in slots.items()},
+            Present(
+                error_pages=self._features["error_pages"] > 0,
+                tls=self._features["tls"] > 0,
+                policies=self._features["policies"] > 0,
+            ),
         )
         return world, world_diags, translation
 
@@ -167,13 +182,17 @@ class IncrementalTranslator:
             i = bisect.bisect_left(self._order, item)
             assert self._order[i] == item
             del self._order[i]
-            del self._routes[id(r)]
+            del self._ordered[i]
             self._count_slots(r, -1)
+            self._count_features(r, -1)
         for name in old.clusters:
             cluster, users = self._clusters[name]
             if users == 1:
+                self._features["policies"] -= cluster.policy is not None
                 del self._clusters[name]
-                del self._cluster_names[bisect.bisect_left(self._cluster_names, name)]
+                i = bisect.bisect_left(self._cluster_names, name)
+                del self._cluster_names[i]
+                del self._cluster_list[i]
             else:
                 self._clusters[name] = (cluster, users - 1)
         self._diags.subtract(old.diagnostics)
@@ -186,21 +205,37 @@ class IncrementalTranslator:
         for dep in result.deps:
             self._readers.setdefault(dep, set()).add(key)
         for r in result.routes:
-            bisect.insort(self._order, (route_order(r), id(r)))
-            self._routes[id(r)] = r
+            item = (route_order(r), id(r))
+            i = bisect.bisect_left(self._order, item)
+            self._order.insert(i, item)
+            self._ordered.insert(i, r)
             self._count_slots(r, 1)
+            self._count_features(r, 1)
         for name, cluster in result.clusters.items():
             known = self._clusters.get(name)
             if known is None:
+                self._features["policies"] += cluster.policy is not None
                 self._clusters[name] = (cluster, 1)
-                bisect.insort(self._cluster_names, name)
+                i = bisect.bisect_left(self._cluster_names, name)
+                self._cluster_names.insert(i, name)
+                self._cluster_list.insert(i, cluster)
             else:
                 # Another reader holds it. When what it was built from changed, every reader is
                 # translated again in this update, so the newest build is the current one; an
                 # equal one keeps the old object (the back end reuses its proto by identity).
                 current = known[0] if known[0] == cluster else cluster
                 self._clusters[name] = (current, known[1] + 1)
+                self._features["policies"] += (current.policy is not None) - (
+                    known[0].policy is not None
+                )
+                if current is not known[0]:
+                    self._cluster_list[bisect.bisect_left(self._cluster_names, name)] = current
         self._diags.update(result.diagnostics)
+
+    def _count_features(self, route: Route, delta: int) -> None:
+        error_pages, tls = route_features(route)
+        self._features["error_pages"] += delta * error_pages
+        self._features["tls"] += delta * tls
 
     def _count_slots(self, route: Route, delta: int) -> None:
         for kind, n in filter_uses(route).items():

@@ -22,14 +22,19 @@ from translators.ir import (
     Match,
     Mirror,
     Route,
+    RouteTLS,
+    WeightedBackend,
 )
 from translators.match import UnsupportedMatcher, rule_to_matches
 from translators.middlewares import MiddlewareTranslator
 from translators.middlewares.base import Plan
+from translators.middlewares.resilience import with_cluster_policy
+from translators.middlewares.traffic import BufferConfig
 from translators.models import IngressRoute
 from translators.options import Options
 from translators.rules import RuleError
-from translators.service import BackendError, ServiceResolver, integer_weights
+from translators.service import BackendError, ServiceResolver, pinned_variants
+from translators.tls import TLSError, TLSResolver
 from translators.world import Entry, World
 
 
@@ -41,7 +46,9 @@ class IngressRouteTranslator:
     middlewares: MiddlewareTranslator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.middlewares = MiddlewareTranslator(world=self.world, options=self.options)
+        self.middlewares = MiddlewareTranslator(
+            world=self.world, options=self.options, resolver=self.resolver
+        )
 
     def translate(self, entry: Entry[IngressRoute]) -> tuple[list[Route], list[Diagnostic]]:
         ir, ref = entry.obj, entry.ref
@@ -65,18 +72,15 @@ class IngressRouteTranslator:
                             f"(have: {', '.join(sorted(known))})",
                         )
                     )
+        route_tls: RouteTLS | None = None
         if ir.spec.tls is not None:
-            diags.append(
-                _diag(
-                    ref,
-                    "spec.tls",
-                    "Unsupported",
-                    "TLS termination is not translated yet; "
-                    "the routes of this IngressRoute are not served "
-                    "(Traefik serves them on TLS only)",
-                )
-            )
-            return [], diags
+            resolver = TLSResolver(world=self.world, options=self.options)
+            try:
+                route_tls = resolver.resolve(entry)
+            except TLSError as exc:
+                # Never served without the TLS it asked for, nor on plaintext connections.
+                return [], [*diags, *resolver.warnings, exc.diagnostic]
+            diags.extend(resolver.warnings)
         if ir.spec.parent_refs:
             diags.append(
                 _diag(
@@ -92,6 +96,8 @@ class IngressRouteTranslator:
         for index in range(len(ir.spec.routes)):
             path = f"spec.routes[{index}]"
             routes, rdiags = self._route(ir, ref, ns, index, path, entrypoints)
+            if route_tls is not None:
+                routes = [replace(r, tls=route_tls) for r in routes]
             out.extend(routes)
             diags.extend(rdiags)
         return out, diags
@@ -157,65 +163,119 @@ class IngressRouteTranslator:
         except BackendError as exc:
             return [], [*diags, exc.diagnostic]
         diags.extend(backends.warnings)
-        action: Action
-        weighted = integer_weights(backends.shares)
-        if not weighted:
-            action = DirectResponse(status=503, body="no service available\n")
-        else:
-            if len(backends.pass_host_header) > 1:
-                diags.append(
-                    _diag(
-                        ref,
-                        f"{path}.services",
-                        "Unsupported",
-                        "services disagree on passHostHeader; Envoy sets it per route, "
-                        "so the Host header is rewritten for all of them",
-                        "warning",
-                    )
+        if len(backends.pass_host_header) > 1 and backends.shares:
+            diags.append(
+                _diag(
+                    ref,
+                    f"{path}.services",
+                    "Unsupported",
+                    "services disagree on passHostHeader; Envoy sets it per route, "
+                    "so the Host header is rewritten for all of them",
+                    "warning",
                 )
-            action = Forward(
+            )
+
+        def action_for(weighted: tuple[WeightedBackend, ...]) -> Action:
+            if not weighted:
+                return DirectResponse(status=503, body="no service available\n")
+            return Forward(
                 backends=weighted,
                 pass_host_header=all(backends.pass_host_header),
                 mirrors=tuple(Mirror(cluster=c, fraction=float(f)) for c, f in backends.mirrors),
                 hash_client_ip=backends.hash_client_ip,
             )
 
-        sticky: tuple[FilterUse, ...] = ()
+        # A weighted sticky cookie: a variant per cookie value, then the weighted pick.
+        variants = [(conds, action_for(w)) for conds, w in pinned_variants(backends)]
+        action = variants[-1][1]
+        if not isinstance(action, Forward):
+            variants = variants[-1:]
+
+        extra: tuple[FilterUse, ...] = ()
         if isinstance(action, Forward) and backends.session is not None:
-            sticky = (FilterUse(kind="stateful_session", config=backends.session),)
+            extra = (FilterUse(kind="stateful_session", config=backends.session),)
+        failover = backends.failover
+        if failover is not None:
+            if any(p.retry is not None for p in policy.plans):
+                return [], [
+                    *diags,
+                    _diag(
+                        ref,
+                        f"{path}.middlewares",
+                        "Unsupported",
+                        "a retry middleware on a route to a failover service is not translated "
+                        "(Envoy has one retry policy per route, and the failover uses it); the "
+                        "route is not served",
+                    ),
+                ]
+            if failover.max_body is not None:
+                # Traefik reads the body up to the limit before the main service sees it.
+                extra = (*extra, FilterUse(kind="buffer", config=BufferConfig(failover.max_body)))
         router = names.router_name(ns, ir.metadata.name, route.match)
         priority = route.priority or rules.default_priority(route.match)
         if policy.fail_closed:
             # Never forward without the protection its author asked for.
             plans = [Plan(redirect=None)]
-            action = DirectResponse(status=500, body="Internal Server Error\n")
+            variants = [((), DirectResponse(status=500, body="Internal Server Error\n"))]
         else:
             plans = policy.plans
+        # circuitBreaker, inFlightReq: the route's own copies of its clusters.
+        owner, hosts = f"{router}/{index}", tuple(m.exact_host for m in matches)
+        variants = [
+            (
+                conds,
+                with_cluster_policy(
+                    act, plans, self.resolver.clusters, owner, hosts, ref, path, diags
+                ),
+            )
+            for conds, act in variants
+        ]
         out = []
         for ep in entrypoints:
             for d, m in enumerate(matches):
-                for v, plan in enumerate(_port_variants(plans, m, diags, ref, path)):
-                    out.append(
-                        Route(
-                            name=names.route_name(router, index, d, v),
-                            router=router,
-                            entrypoint=ep,
-                            match=replace(m, headers=(*m.headers, *plan.conditions)),
-                            action=plan.redirect if plan.redirect is not None else action,
-                            priority=priority,
-                            source=ref,
-                            rule=route.match,
-                            index=index,
-                            disjunct=d * 1000 + v,
-                            headers=plan.header_ops(),
-                            rewrite=plan.path.rewrite(),
-                            filters=(*plan.filters, *sticky),
-                            retry=plan.retry,
+                v = 0
+                for plan in _port_variants(plans, m, diags, ref, path):
+                    answer = plan.reply or plan.redirect
+                    for conds, act in variants if answer is None else [((), answer)]:
+                        if v >= _MAX_VARIANTS:
+                            return [], [
+                                *diags,
+                                _diag(
+                                    ref,
+                                    f"{path}.services",
+                                    "Unsupported",
+                                    f"the route needs more than {_MAX_VARIANTS} Envoy routes per "
+                                    "rule alternative (sticky cookie values times middleware "
+                                    "variants); the route is not served",
+                                ),
+                            ]
+                        forward = isinstance(act, Forward)
+                        out.append(
+                            Route(
+                                name=names.route_name(router, index, d, v),
+                                router=router,
+                                entrypoint=ep,
+                                match=replace(m, headers=(*m.headers, *plan.conditions, *conds)),
+                                action=act,
+                                priority=priority,
+                                source=ref,
+                                rule=route.match,
+                                index=index,
+                                disjunct=d * _MAX_VARIANTS + v,
+                                headers=plan.header_ops(),
+                                rewrite=plan.path.rewrite(),
+                                filters=(*plan.filters, *(extra if forward else ())),
+                                retry=failover.retry
+                                if failover is not None and forward
+                                else plan.retry,
+                            )
                         )
-                    )
+                        v += 1
         return out, diags
 
 
+# Routes one rule alternative may become (the route order keeps them apart by this factor).
+_MAX_VARIANTS = 1000
 _NO_PORT = HeaderMatch(name=":authority", kind="regex", value=r"[^:]*|\[[^\]]*\]")
 
 

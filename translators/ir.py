@@ -18,6 +18,9 @@ Scheme = Literal["http", "https", "h2c"]
 # Set by the listener before routing to the TCP peer's address (never taken from the client), so
 # ClientIP rules can be header matches; removed before the request goes upstream.
 CLIENT_IP_HEADER = "x-switchman-client-ip"
+# Set by the errors middleware's redirect to pick its internal route; the listener strips it from
+# every client request before routing, so no client can reach an error service by sending it.
+ERROR_PAGE_HEADER = "x-switchman-error-page"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,15 +30,22 @@ class EntryPoint:
     port: int
 
 
+# A dataclass field with this metadata is written as "<redacted>" by ``to_plain`` (/debug, goldens).
+REDACT = {"redact": True}
+# A field with this metadata is left out by ``to_plain`` while it holds its default: fields added
+# for one feature do not show up in the output of every object that does not use it.
+OMIT_DEFAULT = {"omit_default": True}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
     address: str
     port: int
     draining: bool = False
-
-
-# A dataclass field with this metadata is written as "<redacted>" by ``to_plain`` (/debug, goldens).
-REDACT = {"redact": True}
+    # Failover clusters: 0 for the main service's servers, 1 for the fallback's.
+    priority: int = field(default=0, metadata=OMIT_DEFAULT)
+    # Envoy's load_balancing_weight: a server's part of its priority (shares of a weighted split).
+    weight: int = field(default=1, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +79,44 @@ class UpstreamTransport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutlierDetection:
+    """circuitBreaker: Envoy outlier detection (failure percentage) on a route's own cluster.
+
+    Every ``interval`` each host's failure percentage over that interval is checked; at or above
+    ``threshold`` (with at least ``request_volume`` requests) the host is ejected for
+    ``ejection_time``. ``local_origin``: only connection failures, timeouts and resets count
+    (NetworkErrorRatio); otherwise 5xx answers count too (ResponseCodeRatio of 5xx).
+    """
+
+    local_origin: bool
+    threshold: int  # percent, 0 to 100
+    request_volume: int
+    interval: float  # seconds
+    ejection_time: float  # seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalReply:
+    """An answer Envoy gives instead of its own local reply for ``flag`` (an Envoy response
+    flag: UH no healthy host, UO overflow), for requests to ``clusters`` only."""
+
+    flag: str
+    status: int
+    body: str
+    clusters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterPolicy:
+    """What a route's middlewares ask of its clusters; the route gets its own copy of each
+    cluster carrying it (Envoy keeps this state per cluster, Traefik per router)."""
+
+    outlier: OutlierDetection | None = None
+    max_requests: int | None = None  # inFlightReq: concurrent requests to the cluster
+    replies: tuple[LocalReply, ...] = ()  # ``clusters`` left empty: the copies are meant
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """One Kubernetes Service port, as an EDS cluster (``ns/svc/port``)."""
 
@@ -82,12 +130,20 @@ class Cluster:
     # For https without a ServersTransport CA: the trust bundle on the Envoy host (Traefik checks
     # backend certificates against the system roots; Envoy has no built-in system roots).
     system_ca_file: str = ""
+    # A route's own copy of the cluster (``<cluster>/route/<router>/<index>``) carries this.
+    policy: ClusterPolicy | None = field(default=None, metadata=OMIT_DEFAULT)
+    # A TraefikService failover: endpoints carry priorities (main 0, fallback 1), and a priority
+    # takes no traffic while the one above it has a healthy server (no early spill).
+    failover: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WeightedBackend:
     cluster: str
     weight: int
+    # Added to the response when this backend is picked (a weighted-level sticky cookie's
+    # Set-Cookie), after the backend's own headers.
+    response_headers: tuple[tuple[str, str], ...] = field(default=(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +161,9 @@ class Forward:
     mirrors: tuple[Mirror, ...] = ()
     # highestRandomWeight: the backend is picked by a hash of the client address, not at random.
     hash_client_ip: bool = False
+    # A request header holding the Host to send (error pages: the client's Host, kept by the
+    # listener in X-Forwarded-Host); "" = the request's own.
+    host_header: str = field(default="", metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +206,10 @@ class Match:
     # The one host a request must have for this match to hold (lower-case, no trailing dot), when
     # the rule pins it with a plain Host(); lets the back end put the route in that virtual host.
     exact_host: str | None = None
+    # The index in ``headers`` of the condition that pins ``exact_host``: inside that host's
+    # virtual host Envoy has already checked it (domains, case and port ignored), so the back end
+    # leaves it out there — one regex fewer per route for Envoy to compile and run.
+    host_header: int = field(default=-1, metadata=OMIT_DEFAULT)
 
 
 # Header values are literal, except these Envoy formatters the translator itself uses.
@@ -199,6 +262,9 @@ class Retry:
     retry_on: tuple[str, ...]  # Envoy retry_on conditions
     status_codes: tuple[int, ...] = ()  # for ``retriable-status-codes``
     interval: float = 0.0  # backoff base, seconds; 0 = retry at once
+    # Failover: a retry goes to the next priority of the cluster (the fallback), not to
+    # another server of the same one.
+    next_priority: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +278,43 @@ class FilterUse:
 
     kind: str
     config: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerCertificate:
+    """A certificate Envoy serves on TLS entry points, delivered as an SDS Secret ``name``."""
+
+    name: str  # ns/name of the kubernetes.io/tls Secret; also the SDS resource name
+    certificate_chain: str
+    private_key: str = field(metadata=REDACT, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSOptions:
+    """A TLSOption, resolved. ``name`` is Traefik's (``default``, or ``<ns>-<name>``): TLS options
+    are told apart by name, as Traefik does. Versions are Envoy TlsParameters names."""
+
+    name: str = "default"
+    min_version: str = "TLSv1_2"  # Traefik's default
+    max_version: str = ""  # "" = Envoy's (TLS 1.3, as Go)
+    cipher_suites: tuple[str, ...] = ()  # BoringSSL names; () = Envoy's defaults
+    curves: tuple[str, ...] = ()  # BoringSSL names; () = Envoy's defaults
+    # Go's tls.ClientAuthType names: NoClientCert, RequestClientCert, RequireAnyClientCert,
+    # VerifyClientCertIfGiven, RequireAndVerifyClientCert.
+    client_auth: str = "NoClientCert"
+    client_ca: str = ""  # PEM bundle that client certificates are verified against
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTLS:
+    """A router's ``tls``: it is served on TLS connections only, with these options for the
+    hosts of its rule. ``default_options`` is the ``default`` TLSOption as read with it (every
+    route reads the same one; the listener's fallback chain uses it)."""
+
+    options: TLSOptions
+    default_options: TLSOptions
+    certificate: ServerCertificate | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +338,22 @@ class Route:
     rewrite: Rewrite | None = None
     filters: tuple[FilterUse, ...] = ()
     retry: Retry | None = None
+    # Set: the router has ``tls`` and is served on TLS connections of its entry point only.
+    tls: RouteTLS | None = field(default=None, metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSChain:
+    """One TLS filter chain of a listener: connections whose SNI is one of ``server_names``
+    (``()``: every other TLS connection) get ``options`` and the entry point's TLS routes,
+    behind ``guard`` (Traefik's domain-fronting check: 421 when the Host's TLS options are not
+    the SNI's)."""
+
+    server_names: tuple[str, ...]
+    options: TLSOptions
+    certificates: tuple[str, ...]  # SDS names; Envoy picks by SNI, the first when none match
+    route_config: str
+    guard: Route | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,16 +361,22 @@ class Listener:
     name: str
     address: str
     port: int
-    route_config: str
+    route_config: str  # plaintext connections (every connection when there is no TLS chain)
     # Instances of each HTTP filter kind the listener carries (the most any one route uses).
     filter_slots: tuple[tuple[str, int], ...] = ()
+    # Traefik's answers where Envoy's own differ, for requests to some clusters only.
+    local_replies: tuple[LocalReply, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    # TLS termination: the chains (fallback last) and every certificate they serve.
+    tls_chains: tuple[TLSChain, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    certificates: tuple[ServerCertificate, ...] = field(default=(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IR:
     listeners: tuple[Listener, ...] = ()
+    # In ``translate.route_order``: by entry point, then priority (the back end relies on it).
     routes: tuple[Route, ...] = ()
-    clusters: tuple[Cluster, ...] = ()
+    clusters: tuple[Cluster, ...] = ()  # by name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,8 +394,9 @@ def to_plain(value: object) -> object:
         if isinstance(value, Forward | DirectResponse | Redirect):
             out["type"] = type(value).__name__
         for f in fields(value):
-            out[f.name] = (
-                "<redacted>" if f.metadata.get("redact") else to_plain(getattr(value, f.name))
-            )
+            item = getattr(value, f.name)
+            if f.metadata.get("omit_default") and item == f.default:
+                continue
+            out[f.name] = "<redacted>" if f.metadata.get("redact") else to_plain(item)
         return out
     return value

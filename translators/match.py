@@ -263,6 +263,7 @@ def _conjunction(
     headers: list[HeaderMatch] = []
     query: list[QueryMatch] = []
     exact_host: str | None = None
+    host_header = -1
     # Negated headers a request may lack: each is (absent) OR (present, no line matches).
     optional: list[HeaderMatch] = []
     for negated, matcher in conj:
@@ -272,6 +273,10 @@ def _conjunction(
                 return []  # Host(a) && Host(b): no request has two hosts
             exact_host = host
         leaf = _leaf(matcher, syntax)
+        if host is not None and host_header < 0 and not isinstance(leaf, str):
+            _, hs, _ = leaf
+            if len(hs) == 1 and hs[0].name == ":authority" and not hs[0].invert:
+                host_header = len(headers)
         if isinstance(leaf, str):
             if (leaf == ALWAYS) == negated:
                 return []  # this conjunct is false for every request
@@ -314,6 +319,7 @@ def _conjunction(
                 headers=(*headers, *extra),
                 query=tuple(query),
                 exact_host=exact_host,
+                host_header=host_header,
             )
         )
     return out

@@ -27,12 +27,32 @@ def cluster_variant(cluster: str, suffix: str) -> str:
     return _cap(f"{cluster}/{suffix}")
 
 
+def failover_cluster_name(namespace: str, traefikservice: str) -> str:
+    """A failover TraefikService's cluster; a Service port's third part is always a number."""
+    return _cap(f"{namespace}/{traefikservice}/failover")
+
+
 def listener_name(entrypoint: str) -> str:
     return _cap(entrypoint)
 
 
 def route_config_name(entrypoint: str) -> str:
     return _cap(entrypoint)
+
+
+def tls_route_config_name(entrypoint: str, options: str) -> str:
+    """The routes of an entry point's TLS chain for connections with these TLS options (a
+    plaintext route configuration is named by the entry point alone, which has no ``/``)."""
+    return _cap(f"{entrypoint}/tls/{options}")
+
+
+def tls_guard_route_name(entrypoint: str, options: str) -> str:
+    return _cap(f"tls-guard/{entrypoint}/{options}")
+
+
+def secret_name(namespace: str, secret: str) -> str:
+    """A certificate's SDS Secret: ``ns/name`` of the Kubernetes Secret."""
+    return _cap(f"{namespace}/{secret}")
 
 
 def router_name(namespace: str, ingressroute: str, match: str) -> str:
@@ -44,6 +64,11 @@ def router_name(namespace: str, ingressroute: str, match: str) -> str:
 def route_name(router: str, index: int, disjunct: int, variant: int = 0) -> str:
     suffix = f"/{variant}" if variant else ""
     return _cap(f"{router}/{index}/{disjunct}{suffix}")
+
+
+def error_page_route_name(key: str, index: int | None = None) -> str:
+    """An errors middleware's internal route (``index`` None: their router name)."""
+    return _cap(f"errors/{key}" if index is None else f"errors/{key}/{index}")
 
 
 def forward_auth_cluster_name(host: str, port: int) -> str:

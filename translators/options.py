@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from translators.ir import EntryPoint
 from translators.rules import Syntax
@@ -24,3 +25,7 @@ class Options:
     max_regex_program_size: int = 1000
     # The CA bundle Envoy checks https backends against when no ServersTransport gives rootCAs.
     upstream_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
+    # forwardAuth: "service" calls the auth server from Switchman's authorization service with
+    # Traefik's exact request; "envoy" lets Envoy's HTTP ext_authz client call it (no extra hop,
+    # not Traefik's request shape). See translators/middlewares/forward_auth.py.
+    forward_auth_mode: Literal["service", "envoy"] = "service"

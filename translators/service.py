@@ -8,30 +8,47 @@ Resolution follows Traefik's CRD provider (``pkg/provider/kubernetes/crd/kuberne
 - Weights: absent is 1, an explicit weight ≤ 0 removes the child, nested TraefikService weights
   multiply out exactly (fractions, then the least common multiple), all children ≤ 0 → 503.
 - Any error in a backend tree drops the whole route, as one child error does in Traefik.
+- ``weighted.sticky.cookie`` pins a child of a weighted TraefikService the way Traefik's WRR does:
+  the route gets a variant per child that matches the child's cookie value (and one for the
+  legacy values Traefik still honours and rewrites), before the weighted pick, whose backends each
+  set their child's cookie (``WeightedPin``, ``pinned_variants``). Several sticky services in one
+  route's tree multiply the variants (each one's state: a child, or not pinned).
+- ``failover`` (Traefik ≥ 3.7: ``service``, ``fallback``, ``errors``) becomes one cluster whose
+  endpoints carry priorities, the main service's at 0 and the fallback's at 1, and a retry on the
+  ``errors.status`` codes that moves to the next priority (``FailoverPlan``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 from pydantic import ValidationError
 
-from translators import names
+from translators import cookie, names
 from translators.errors import Diagnostic, SourceRef
-from translators.ir import Cluster, Endpoint, Scheme, UpstreamTransport, WeightedBackend
+from translators.ir import (
+    Cluster,
+    Endpoint,
+    HeaderMatch,
+    Retry,
+    Scheme,
+    UpstreamTransport,
+    WeightedBackend,
+)
 from translators.models import LoadBalancerSpec, Service, ServicePort
 from translators.options import Options
+from translators.regex import program_size
 from translators.transport import TransportError, TransportResolver
 from translators.world import World
 
 MAX_DEPTH = 32
-# RFC 2616 token characters Traefik keeps in a cookie name besides letters and digits.
-_TOKEN = "!#$%&'*+-.^`|~"
+# Envoy routes the sticky services of one route may multiply it into (per rule alternative).
+MAX_STICKY_ROUTES = 64
 _SAME_SITE = {"none": "None", "lax": "Lax", "strict": "Strict"}
 _UINT32_MAX = 2**32 - 1
 
@@ -55,6 +72,43 @@ class StickyCookie:
     attributes: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinChild:
+    """One child of a sticky weighted TraefikService: its entries in ``Backends.shares``
+    (``first`` to ``last``), its part of the service, and how a request names it."""
+
+    first: int
+    last: int
+    part: Fraction
+    match: HeaderMatch  # the request's first such cookie holds the child's value
+    legacy_match: HeaderMatch  # … or a value older Traefik versions wrote (rewritten)
+    set_cookie: str  # the Set-Cookie line that pins the child
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedPin:
+    """A weighted TraefikService with ``sticky.cookie``: its entries in ``Backends.shares``."""
+
+    first: int
+    last: int
+    children: tuple[PinChild, ...]
+    unpinned: HeaderMatch  # the request names none of the children (inverted match)
+    source: SourceRef
+
+    def routes(self) -> int:
+        """Envoy routes this service multiplies a route by: per child two, and one unpinned."""
+        return 2 * len(self.children) + 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailoverPlan:
+    """What a failover asks of the route: the retry to the fallback, and Traefik's body limit
+    (a larger body is answered 413; None: no limit)."""
+
+    retry: Retry
+    max_body: int | None
+
+
 @dataclass(slots=True)
 class Backends:
     """The flat result for one route: clusters with exact shares, and how Host is passed."""
@@ -70,6 +124,15 @@ class Backends:
     sticky: dict[str, StickyCookie | None] = field(default_factory=dict)
     # The route's session cookie, when every cluster it serves agrees on one.
     session: StickyCookie | None = None
+    # Weighted TraefikServices with a sticky cookie, outermost first.
+    pins: list[WeightedPin] = field(default_factory=list)
+    # A failover TraefikService: it is the whole route.
+    failover: FailoverPlan | None = None
+
+    @property
+    def pin(self) -> WeightedPin | None:
+        """The outermost sticky service, if any (for callers that refuse stickiness)."""
+        return self.pins[0] if self.pins else None
 
 
 @dataclass(slots=True)
@@ -89,6 +152,15 @@ class ServiceResolver:
             Diagnostic(source=ref, field=path, reason=reason, message=message, severity="warning")
         )
 
+    def resolve_single(
+        self, spec: LoadBalancerSpec, namespace: str, ref: SourceRef, path: str
+    ) -> Backends:
+        """One reference on its own (a middleware's service), named ``path`` in diagnostics."""
+        out = Backends()
+        self._resolve_one(spec, namespace, ref, path, Fraction(1), out, ())
+        self._session(out, ref, path)
+        return out
+
     def resolve(
         self, specs: list[LoadBalancerSpec], namespace: str, ref: SourceRef, path: str
     ) -> Backends:
@@ -100,7 +172,29 @@ class ServiceResolver:
         else:
             self._weighted(specs, namespace, ref, path, Fraction(1), out, ())
         self._session(out, ref, path)
+        self._limit_pins(out)
         return out
+
+    def _limit_pins(self, out: Backends) -> None:
+        """Sticky services multiply a route's Envoy routes: past ``MAX_STICKY_ROUTES`` the last
+        ones (inner, or later in the split) are not sticky."""
+        out.pins.sort(key=lambda p: (p.first, -p.last))
+        kept: list[WeightedPin] = []
+        routes = 1
+        for pin in out.pins:
+            if routes * pin.routes() <= MAX_STICKY_ROUTES:
+                kept.append(pin)
+                routes *= pin.routes()
+                continue
+            self._warn(
+                out,
+                pin.source,
+                "spec.weighted.sticky",
+                f"the route's sticky services would need more than {MAX_STICKY_ROUTES} Envoy "
+                "routes (2 per child plus 1, multiplied across sticky services); this one is "
+                "not sticky",
+            )
+        out.pins = kept
 
     def _session(self, out: Backends, ref: SourceRef, path: str) -> None:
         """Envoy keeps one session cookie per route (stateful_session): it pins faithfully when
@@ -209,14 +303,8 @@ class ServiceResolver:
             self._hrw(ts_spec.highest_random_weight, ns, entry.ref, share, out, inner)
             return
         if ts_spec.failover is not None:
-            raise self._fail(
-                entry.ref,
-                "spec.failover",
-                "Unsupported",
-                "TraefikService failover is not translated yet (Envoy needs an aggregate "
-                f"cluster and a status-code retry to the fallback); routes using "
-                f"{ns}/{spec.name} are not served",
-            )
+            self._failover(ts_spec.failover, ns, spec.name, entry.ref, share, out, inner)
+            return
         if ts_spec.weighted is None:
             raise self._fail(
                 entry.ref,
@@ -224,19 +312,21 @@ class ServiceResolver:
                 "InvalidObject",
                 "TraefikService has no weighted, mirroring, highestRandomWeight or failover",
             )
+        pin = None
         if ts_spec.weighted.sticky is not None:
-            self._warn(
-                out, entry.ref, "spec.weighted.sticky", "sticky sessions are not translated yet"
+            pin = self._wrr_cookie(ts_spec.weighted.sticky, ns, spec.name, entry.ref, out)
+        if pin is None:
+            self._weighted(
+                ts_spec.weighted.services,
+                ns,
+                entry.ref,
+                "spec.weighted.services",
+                share,
+                out,
+                inner,
             )
-        self._weighted(
-            ts_spec.weighted.services,
-            ns,
-            entry.ref,
-            "spec.weighted.services",
-            share,
-            out,
-            inner,
-        )
+            return
+        self._weighted_pinned(ts_spec.weighted.services, ns, entry.ref, pin, share, out, inner)
 
     def _whole_route(self, share: Fraction, ref: SourceRef, path: str, what: str) -> None:
         if share != 1:
@@ -368,6 +458,352 @@ class ServiceResolver:
         if len(out.shares) > before:
             out.hash_client_ip = True
 
+    def _weighted_pinned(
+        self,
+        specs: list[LoadBalancerSpec],
+        ns: str,
+        ref: SourceRef,
+        pin: tuple[str, cookie.CookieAttributes],
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        """A weighted TraefikService with a sticky cookie (Traefik's WRR with ``sticky``): the
+        children as ``_weighted`` does, each one's entries recorded with the cookie that pins it.
+        A child with a weight ≤ 0 is not in Traefik's sticky table either: its cookie pins
+        nothing."""
+        name, attrs = pin
+        path = "spec.weighted.sticky.cookie"
+        first = len(out.shares)
+        weights = [1 if s.weight is None else s.weight for s in specs]
+        total = sum(w for w in weights if w > 0)
+        children: list[PinChild] = []
+        for i, (spec, weight) in enumerate(zip(specs, weights, strict=True)):
+            if weight <= 0:
+                continue
+            start = len(out.shares)
+            part = Fraction(weight, total)
+            self._resolve_one(
+                spec, ns, ref, f"spec.weighted.services[{i}]", share * part, out, stack
+            )
+            handler = _handler_name(spec, ns)
+            value = cookie.sticky_value(handler)
+            children.append(
+                PinChild(
+                    first=start,
+                    last=len(out.shares),
+                    part=part,
+                    match=self._cookie_match(name, (value,), ref, path, out),
+                    legacy_match=self._cookie_match(
+                        name, cookie.legacy_values(handler), ref, path, out
+                    ),
+                    set_cookie=cookie.set_cookie(name, value, attrs),
+                )
+            )
+        known = tuple(
+            v
+            for child in specs_handlers(specs, weights, ns)
+            for v in (cookie.sticky_value(child), *cookie.legacy_values(child))
+        )
+        unpinned = self._cookie_match(name, known, ref, path, out)
+        out.pins.append(
+            WeightedPin(
+                first=first,
+                last=len(out.shares),
+                children=tuple(children),
+                unpinned=replace(unpinned, invert=True),
+                source=ref,
+            )
+        )
+
+    def _cookie_match(
+        self, name: str, values: tuple[str, ...], ref: SourceRef, path: str, out: Backends
+    ) -> HeaderMatch:
+        limit = self.options.max_regex_program_size
+        pattern = cookie.first_cookie_regex(name, values)
+        if program_size(pattern) > limit:
+            pattern = cookie.any_cookie_regex(name, values)
+            message = (
+                f"cookie name {name!r} is too long for an exact match within the regex size "
+                f"limit ({limit}): a request carrying two cookies of that name is pinned by "
+                "either (Traefik reads the first)"
+            )
+            if not any(w.message == message for w in out.warnings):
+                self._warn(out, ref, f"{path}.name", message)
+            if program_size(pattern) > limit:
+                raise self._fail(
+                    ref,
+                    f"{path}.name",
+                    "Unsupported",
+                    f"cookie name {name!r} or a child's name is too long for a regex within "
+                    f"the size limit ({limit}); the route is not served",
+                )
+        return HeaderMatch(name="cookie", kind="regex", value=pattern)
+
+    def _wrr_cookie(
+        self, raw: dict[str, Any], ns: str, ts_name: str, ref: SourceRef, out: Backends
+    ) -> tuple[str, cookie.CookieAttributes] | None:
+        """``weighted.sticky.cookie`` as Traefik's CRD provider reads it: name (default: from
+        the service's name), secure, httpOnly, sameSite, maxAge, path (default ``/``), domain."""
+        path = "spec.weighted.sticky"
+        raw_cookie = raw.get("cookie")
+        if raw_cookie is None:
+            self._warn(
+                out,
+                ref,
+                path,
+                "sticky without cookie has no effect (as in Traefik)",
+                "InvalidObject",
+            )
+            return None
+        path += ".cookie"
+        if not isinstance(raw_cookie, dict):
+            raise self._fail(ref, path, "InvalidObject", "cookie must be an object")
+
+        def typed(key: str, kind: type, what: str) -> Any:
+            value = raw_cookie.get(key)
+            if value is not None and (
+                not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+            ):
+                raise self._fail(
+                    ref, f"{path}.{key}", "InvalidObject", f"{key} must be {what}, not {value!r}"
+                )
+            return value
+
+        name = typed("name", str, "a string")
+        if name:
+            name = cookie.sanitize_name(name)
+        else:
+            name = cookie.generated_name(f"{cookie.normalize(f'{ns}-{ts_name}')}@kubernetescrd")
+        same_site = typed("sameSite", str, "a string") or ""
+        if same_site and same_site.lower() not in ("none", "lax", "strict"):
+            self._warn(
+                out,
+                ref,
+                f"{path}.sameSite",
+                f"sameSite {same_site!r} is not none, lax or strict; no SameSite attribute "
+                "(as in Traefik)",
+                "InvalidObject",
+            )
+        domain = typed("domain", str, "a string") or ""
+        if domain and not cookie.valid_domain(domain):
+            self._warn(
+                out,
+                ref,
+                f"{path}.domain",
+                f"{domain!r} is not a valid cookie domain: the cookie has no Domain attribute "
+                "(as in Traefik)",
+                "InvalidObject",
+            )
+        cookie_path = typed("path", str, "a string")
+        return name, cookie.CookieAttributes(
+            path="/" if cookie_path is None else cookie_path,
+            domain=domain,
+            max_age=typed("maxAge", int, "an integer") or 0,
+            http_only=bool(typed("httpOnly", bool, "true or false")),
+            secure=bool(typed("secure", bool, "true or false")),
+            same_site=same_site,
+        )
+
+    def _failover(
+        self,
+        raw: dict[str, Any],
+        ns: str,
+        ts_name: str,
+        ref: SourceRef,
+        share: Fraction,
+        out: Backends,
+        stack: tuple[tuple[str, str], ...],
+    ) -> None:
+        """Traefik's failover (pkg/server/service/loadbalancer/failover): every request goes to
+        the main service; an answer whose status is in ``errors.status`` is dropped and the
+        request, body included, is sent again to the fallback, whose answer is final."""
+        path = "spec.failover"
+        self._whole_route(share, ref, path, "failover")
+        if raw.get("healthCheck") is not None:
+            self._warn(
+                out,
+                ref,
+                f"{path}.healthCheck",
+                "healthCheck is not a field of the TraefikService CRD (only Traefik's file "
+                "provider has it); ignored, as Traefik ignores it",
+                "Ignored",
+            )
+        sides: list[Backends] = []
+        for key in ("service", "fallback"):
+            if raw.get(key) is None:
+                raise self._fail(ref, f"{path}.{key}", "InvalidObject", f"{key} is required")
+            spec = self._spec(raw[key], ref, f"{path}.{key}")
+            sub = Backends()
+            self._resolve_one(spec, ns, ref, f"{path}.{key}", Fraction(1), sub, stack)
+            sides.append(self._failover_side(sub, ref, f"{path}.{key}", out))
+        main, fallback = sides
+        codes, max_body = self._failover_errors(raw.get("errors"), ref, out)
+        out.pass_host_header |= main.pass_host_header | fallback.pass_host_header
+        if not main.shares:
+            # Every child of the main service removed: Traefik's main answers 503 itself.
+            if 503 in codes:
+                out.shares.extend(fallback.shares)
+            return
+        if not fallback.shares:
+            self._warn(
+                out,
+                ref,
+                f"{path}.fallback",
+                "the fallback service has no children (all weights ≤ 0): Traefik answers 503 "
+                "when the main service fails; Envoy returns the main service's answer",
+            )
+        leaves = [
+            (self.clusters[c], s, priority)
+            for priority, side in enumerate((main, fallback))
+            for c, s in side.shares
+        ]
+        kinds = {(c.scheme, c.transport, c.system_ca_file) for c, _, _ in leaves}
+        if len(kinds) > 1:
+            raise self._fail(
+                ref,
+                path,
+                "Unsupported",
+                "the main and fallback services use different schemes or ServersTransports: "
+                "Envoy's failover cluster has one of each; the route is not served",
+            )
+        first = leaves[0][0]
+        name = names.failover_cluster_name(ns, ts_name)
+        self.clusters[name] = Cluster(
+            name=name,
+            service=f"{ns}/{ts_name}",
+            port=0,
+            scheme=first.scheme,
+            endpoints=_priority_endpoints(leaves),
+            source=ref,
+            transport=first.transport,
+            system_ca_file=first.system_ca_file,
+            failover=True,
+        )
+        out.shares.append((name, share))
+        # Traefik answers 502 for a connection refused or reset and for a server that closes
+        # without answering: Envoy sees those as network errors, not as a status.
+        network = ("connect-failure", "refused-stream", "reset") if 502 in codes else ()
+        out.failover = FailoverPlan(
+            retry=Retry(
+                num_retries=1,
+                retry_on=("retriable-status-codes", *network),
+                status_codes=codes,
+                next_priority=True,
+            ),
+            max_body=max_body,
+        )
+
+    def _failover_side(self, sub: Backends, ref: SourceRef, path: str, out: Backends) -> Backends:
+        """The main or fallback service must be a plain weighted set of Services."""
+        what = (
+            "a mirroring service"
+            if sub.mirrors
+            else "a highestRandomWeight service"
+            if sub.hash_client_ip
+            else "a failover service"
+            if sub.failover is not None
+            else None
+        )
+        if what is not None:
+            raise self._fail(
+                ref,
+                path,
+                "Unsupported",
+                f"{what} inside a failover is not translated (Envoy's failover is one cluster "
+                "with priorities); the route is not served",
+            )
+        out.warnings.extend(w for w in sub.warnings if w not in out.warnings)
+        if sub.pins or any(c is not None for c in sub.sticky.values()):
+            self._warn(
+                out,
+                ref,
+                path,
+                "sticky cookies inside a failover are not translated: no cookie is set and no "
+                "server or service is pinned",
+            )
+        return sub
+
+    def _failover_errors(
+        self, raw: object, ref: SourceRef, out: Backends
+    ) -> tuple[tuple[int, ...], int | None]:
+        """``errors.status`` (Traefik's ``types.NewHTTPCodeRanges``: ``"500"``, ``"500-599"``)
+        and ``errors.maxRequestBodyBytes`` (-1: no limit)."""
+        path = "spec.failover.errors"
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise self._fail(ref, path, "InvalidObject", "errors must be an object")
+        status = raw.get("status")
+        if not status:
+            raise self._fail(
+                ref,
+                f"{path}.status",
+                "InvalidService",
+                "without errors.status Traefik fails over on the main service's health status "
+                "only, which needs a health check, and the CRD allows healthCheck on "
+                "ExternalName Services only: Traefik rejects this failover too; the route is "
+                "not served",
+            )
+        if not isinstance(status, list):
+            raise self._fail(ref, f"{path}.status", "InvalidObject", "status must be a list")
+        codes: set[int] = set()
+        for i, block in enumerate(status):
+            bounds: list[int | None] = (
+                [_atoi(p) for p in block.split("-")] if isinstance(block, str) else [None]
+            )
+            if len(bounds) == 1:
+                bounds.append(bounds[0])
+            low, high = bounds[0], bounds[1]
+            if low is None or high is None:
+                raise self._fail(
+                    ref,
+                    f"{path}.status[{i}]",
+                    "InvalidService",
+                    f"{block!r} is not a status code or a range like 500-599 (Traefik rejects "
+                    "it); the route is not served",
+                )
+            codes.update(range(max(low, 100), min(high, 599) + 1))
+        if not codes:
+            self._warn(
+                out,
+                ref,
+                f"{path}.status",
+                "errors.status holds no HTTP status (100 to 599): requests never fall back "
+                "(as in Traefik)",
+                "Ignored",
+            )
+        limit = raw.get("maxRequestBodyBytes")
+        if limit is None:
+            limit = -1
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise self._fail(
+                ref,
+                f"{path}.maxRequestBodyBytes",
+                "InvalidObject",
+                f"maxRequestBodyBytes must be an integer, not {limit!r}",
+            )
+        max_body: int | None = None
+        if limit >= 0:
+            max_body = max(limit, 1)
+            if limit == 0:
+                self._warn(
+                    out,
+                    ref,
+                    f"{path}.maxRequestBodyBytes",
+                    "0: Envoy's buffer limit is at least 1 byte, so a 1-byte body is accepted "
+                    "(Traefik answers 413 to any body)",
+                )
+            if limit > _UINT32_MAX:
+                max_body = None
+                self._warn(
+                    out,
+                    ref,
+                    f"{path}.maxRequestBodyBytes",
+                    f"{limit} is above Envoy's buffer limit ({_UINT32_MAX}): no limit is applied",
+                )
+        return tuple(sorted(codes)), max_body
+
     def _sticky(
         self, spec: LoadBalancerSpec, ns: str, ref: SourceRef, path: str, out: Backends
     ) -> StickyCookie | None:
@@ -384,10 +820,9 @@ class ServiceResolver:
         fpath = f"{path}.sticky.cookie"
         name = raw.get("name") or ""
         if name:
-            name = "".join(c if c.isascii() and (c.isalnum() or c in _TOKEN) else "_" for c in name)
+            name = cookie.sanitize_name(name)
         else:
-            backend = f"{ns}-{spec.name}-{spec.port}@kubernetescrd"
-            name = "_" + hashlib.sha1(f"_TRAEFIK_BACKEND_{backend}".encode()).hexdigest()[:5]
+            name = cookie.generated_name(f"{ns}-{spec.name}-{spec.port}@kubernetescrd")
         max_age = raw.get("maxAge") or 0
         if isinstance(max_age, bool) or not isinstance(max_age, int):
             raise self._fail(ref, f"{fpath}.maxAge", "InvalidObject", "maxAge must be an integer")
@@ -676,18 +1111,141 @@ def _scheme(scheme: str | None, port: ServicePort) -> Scheme | None:
     return None
 
 
-def integer_weights(shares: list[tuple[str, Fraction]]) -> tuple[WeightedBackend, ...]:
-    """Exact fractions → the smallest integer weights with the same ratios, merged by cluster."""
-    merged: dict[str, Fraction] = {}
-    for cluster, share in shares:
-        merged[cluster] = merged.get(cluster, Fraction(0)) + share
+Headers = tuple[tuple[str, str], ...]
+
+
+def integer_weights(
+    shares: list[tuple[str, Fraction]], headers: list[Headers] | None = None
+) -> tuple[WeightedBackend, ...]:
+    """Exact fractions → the smallest integer weights with the same ratios, merged by cluster
+    (and by the response headers each share adds, ``headers[i]`` for ``shares[i]``)."""
+    merged: dict[tuple[str, Headers], Fraction] = {}
+    for i, (cluster, share) in enumerate(shares):
+        key = (cluster, headers[i] if headers is not None else ())
+        merged[key] = merged.get(key, Fraction(0)) + share
     if not merged:
         return ()
-    lcm = math.lcm(*(f.denominator for f in merged.values()))
-    ints = {c: int(f * lcm) for c, f in merged.items()}
-    gcd = math.gcd(*ints.values())
-    ints = {c: w // gcd for c, w in ints.items()}
-    if sum(ints.values()) > _UINT32_MAX:
+    ints = dict(zip(merged, _ratio_ints(list(merged.values())), strict=True))
+    return tuple(
+        WeightedBackend(cluster=c, weight=w, response_headers=h)
+        for (c, h), w in sorted(ints.items())
+    )
+
+
+def _ratio_ints(fractions: list[Fraction]) -> list[int]:
+    """The smallest integers with the same ratios (to one part in a million past uint32)."""
+    lcm = math.lcm(*(f.denominator for f in fractions))
+    ints = [int(f * lcm) for f in fractions]
+    gcd = math.gcd(*ints)
+    ints = [w // gcd for w in ints]
+    if sum(ints) > _UINT32_MAX:
         # Astronomically deep nesting: keep ratios to one part in a million instead.
-        ints = {c: max(1, round(f * 1_000_000)) for c, f in merged.items()}
-    return tuple(WeightedBackend(cluster=c, weight=w) for c, w in sorted(ints.items()))
+        ints = [max(1, round(f * 1_000_000)) for f in fractions]
+    return ints
+
+
+def pinned_variants(
+    b: Backends,
+) -> list[tuple[tuple[HeaderMatch, ...], tuple[WeightedBackend, ...]]]:
+    """The route's backends by the sticky cookies a request carries. Each sticky service is in
+    one of its states — pinned to a child by its value, pinned by a legacy value (the child's
+    backends rewrite the cookie), or unpinned (the weighted pick: each child's backends set its
+    cookie) — and every combination is one entry, with the conditions that select it. The states
+    of one service exclude one another, so the entries do too; the last one (every service
+    unpinned) needs no condition and goes last. Without a sticky service: that entry only."""
+    out: list[tuple[tuple[HeaderMatch, ...], tuple[WeightedBackend, ...]]] = []
+    states = [
+        [*((c, False) for c in pin.children), *((c, True) for c in pin.children), (None, False)]
+        for pin in b.pins
+    ]
+    for combo in itertools.product(*states):
+        keep = [True] * len(b.shares)
+        scale = [Fraction(1)] * len(b.shares)
+        headers: list[Headers] = [()] * len(b.shares)
+        conditions: list[HeaderMatch] = []
+        last = all(child is None for child, _ in combo)
+        for pin, (child, legacy) in zip(b.pins, combo, strict=True):
+            if child is None:
+                if not last:
+                    conditions.append(pin.unpinned)
+                for c in pin.children:
+                    for k in range(c.first, c.last):
+                        headers[k] += (("set-cookie", c.set_cookie),)
+                continue
+            conditions.append(child.legacy_match if legacy else child.match)
+            for k in range(pin.first, pin.last):
+                if child.first <= k < child.last:
+                    scale[k] /= child.part
+                    if legacy:
+                        headers[k] += (("set-cookie", child.set_cookie),)
+                else:
+                    keep[k] = False
+        entries = [
+            (cluster, share * scale[k], headers[k])
+            for k, (cluster, share) in enumerate(b.shares)
+            if keep[k]
+        ]
+        out.append(
+            (
+                tuple(conditions),
+                integer_weights([(c, s) for c, s, _ in entries], [h for _, _, h in entries]),
+            )
+        )
+    return out
+
+
+def specs_handlers(specs: list[LoadBalancerSpec], weights: list[int], ns: str) -> list[str]:
+    """The handler names of the children Traefik's sticky table holds (weight > 0)."""
+    return [_handler_name(s, ns) for s, w in zip(specs, weights, strict=True) if w > 0]
+
+
+def _handler_name(spec: LoadBalancerSpec, ns: str) -> str:
+    """The name Traefik's CRD provider gives a weighted child (``fullServiceName``), which its
+    sticky cookie value is hashed from: ``<ns>-<name>-<port>`` for a Service, ``<ns>-<name>``
+    for a TraefikService, normalized."""
+    child_ns = spec.namespace or ns
+    if spec.kind != "TraefikService" and spec.port not in (None, 0, ""):
+        return cookie.normalize(f"{child_ns}-{spec.name}-{spec.port}")
+    return cookie.normalize(f"{child_ns}-{spec.name}")
+
+
+def _atoi(text: str) -> int | None:
+    """Go's ``strconv.Atoi``: an optional sign and ASCII digits, nothing else."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not all("0" <= c <= "9" for c in digits):
+        return None
+    return int(text)
+
+
+def _priority_endpoints(leaves: list[tuple[Cluster, Fraction, int]]) -> tuple[Endpoint, ...]:
+    """The failover cluster's endpoints: each Service's share of its priority split evenly over
+    its serving (not terminating) endpoints, as Traefik's service-then-server round robin does;
+    an address in two Services of one priority gets both parts."""
+    merged: dict[tuple[int, str, int], tuple[Fraction, bool]] = {}
+    for cluster, share, priority in leaves:
+        active = sum(1 for e in cluster.endpoints if not e.draining)
+        for e in cluster.endpoints:
+            part = share / active if active and not e.draining else Fraction(0)
+            key = (priority, e.address, e.port)
+            prev = merged.get(key)
+            merged[key] = (
+                (part, e.draining) if prev is None else (prev[0] + part, prev[1] and e.draining)
+            )
+    out: list[Endpoint] = []
+    for priority in sorted({k[0] for k in merged}):
+        keys = sorted(k for k in merged if k[0] == priority)
+        live = [k for k in keys if merged[k][0] > 0]
+        weights = (
+            dict(zip(live, _ratio_ints([merged[k][0] for k in live]), strict=True)) if live else {}
+        )
+        out.extend(
+            Endpoint(
+                address=address,
+                port=port,
+                draining=merged[(priority, address, port)][1],
+                priority=priority,
+                weight=weights.get((priority, address, port), 1),
+            )
+            for _, address, port in keys
+        )
+    return tuple(out)

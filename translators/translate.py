@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from translators import names
 from translators.errors import Diagnostic
 from translators.ingressroute import IngressRouteTranslator
 from translators.ir import IR, Cluster, Forward, Listener, Route, Translation
+from translators.middlewares.errors import KIND as ERRORS_KIND
+from translators.middlewares.errors import error_page_clusters, error_page_routes
+from translators.middlewares.resilience import local_replies
 from translators.options import Options
 from translators.service import ServiceResolver
+from translators.tls import all_certificates, tls_chains
 from translators.world import World
 
 
@@ -32,30 +38,63 @@ def translate_world(world: World, options: Options) -> Translation:
     return assemble(sorted(routes, key=route_order), clusters, diags, options)
 
 
+@dataclass(frozen=True, slots=True)
+class Present:
+    """Which route features occur at all (by default: assume every one may)."""
+
+    error_pages: bool = True  # an errors middleware with a service
+    tls: bool = True  # a route with tls
+    policies: bool = True  # a cluster with a circuitBreaker/inFlightReq policy
+
+
+def route_features(route: Route) -> tuple[bool, bool]:
+    """(has an errors-middleware filter, has tls) for one route."""
+    return any(use.kind == ERRORS_KIND for use in route.filters), route.tls is not None
+
+
 def assemble(
     routes: Sequence[Route],
     clusters: Sequence[Cluster],
     diags: Iterable[Diagnostic],
     options: Options,
     slots: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
+    present: Present | None = None,
 ) -> Translation:
     """The IR from routes already in priority order (``route_order``), the clusters they use
     (in name order) and, per entry point, the filter slots (computed unless the caller kept
     them)."""
-    listeners = tuple(
-        Listener(
-            name=names.listener_name(ep.name),
-            address=ep.address,
-            port=ep.port,
-            route_config=names.route_config_name(ep.name),
-            filter_slots=slots.get(ep.name, ())
-            if slots is not None
-            else _filter_slots([r for r in routes if r.entrypoint == ep.name]),
+    # The errors middlewares' internal routes, above every user route of their entry point. They
+    # use one instance of a filter kind at most, which every listener has: the slots stand.
+    # (``present``, from a caller that keeps count, skips the passes that would find nothing.)
+    present = present or Present()
+    internal = sorted(error_page_routes(routes), key=route_order) if present.error_pages else []
+    if internal:
+        routes = list(heapq.merge(internal, routes, key=route_order))
+    # Answers for the routes' own clusters (circuitBreaker, inFlightReq), on every listener: a
+    # mapper names its clusters, so it never fires for another listener's requests.
+    replies = local_replies(clusters) if present.policies else ()
+    diags = list(diags)
+    certificates = all_certificates(routes) if present.tls else ()
+    cert_names = tuple(c.name for c in certificates)
+    listeners = []
+    for ep in sorted(options.entrypoints, key=lambda e: e.name):
+        chains = tls_chains(ep.name, routes, cert_names, diags) if present.tls else ()
+        listeners.append(
+            Listener(
+                name=names.listener_name(ep.name),
+                address=ep.address,
+                port=ep.port,
+                route_config=names.route_config_name(ep.name),
+                filter_slots=slots.get(ep.name, ())
+                if slots is not None
+                else _filter_slots([r for r in routes if r.entrypoint == ep.name]),
+                local_replies=replies,
+                tls_chains=chains,
+                certificates=certificates if chains else (),
+            )
         )
-        for ep in sorted(options.entrypoints, key=lambda e: e.name)
-    )
     ir = IR(
-        listeners=listeners,
+        listeners=tuple(listeners),
         routes=tuple(routes),
         clusters=tuple(clusters),
     )
@@ -86,4 +125,4 @@ def _referenced(routes: Iterable[Route]) -> set[str]:
         if isinstance(r.action, Forward):
             out.update(b.cluster for b in r.action.backends)
             out.update(m.cluster for m in r.action.mirrors)
-    return out
+    return out | error_page_clusters(routes)

@@ -23,6 +23,7 @@ from translators.models import (
     Secret,
     ServersTransport,
     Service,
+    TLSOption,
     TraefikService,
     api_group,
 )
@@ -50,6 +51,7 @@ class World:
     secrets: Mapping[Key, Entry[Secret]] = field(default_factory=_empty)  # type: ignore[arg-type]
     configmaps: Mapping[Key, Entry[ConfigMap]] = field(default_factory=_empty)  # type: ignore[arg-type]
     serverstransports: Mapping[Key, Entry[ServersTransport]] = field(default_factory=_empty)  # type: ignore[arg-type]
+    tlsoptions: Mapping[Key, Entry[TLSOption]] = field(default_factory=_empty)  # type: ignore[arg-type]
     # EndpointSlices by the (namespace, service name) they belong to, sorted by slice name.
     endpointslices: Mapping[Key, tuple[Entry[EndpointSlice], ...]] = field(default_factory=_empty)  # type: ignore[arg-type]
 
@@ -63,6 +65,7 @@ FIELDS: dict[type[Resource], str] = {
     Secret: "secrets",
     ConfigMap: "configmaps",
     ServersTransport: "serverstransports",
+    TLSOption: "tlsoptions",
     EndpointSlice: "endpointslices",
 }
 WORLD_FIELDS = tuple(sorted(set(FIELDS.values())))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +13,13 @@ from translators.envoy import (
     filter_buffer,  # noqa: F401
     filter_compressor,  # noqa: F401
     filter_cors,  # noqa: F401
+    filter_custom_response,  # noqa: F401
     filter_ext_authz,  # noqa: F401
     filter_forward_auth,  # noqa: F401
     filter_grpc_web,  # noqa: F401
     filter_header_mutation,  # noqa: F401
     filter_local_ratelimit,  # noqa: F401
+    filter_pass_tls,  # noqa: F401
     filter_rbac,  # noqa: F401
     filter_stateful_session,  # noqa: F401
 )
@@ -25,7 +28,10 @@ from translators.envoy.endpoint import build_load_assignment
 from translators.envoy.filter_forward_auth import build_forward_auth_cluster
 from translators.envoy.listener import build_listener
 from translators.envoy.route import RouteCache, build_route_configuration
-from translators.ir import IR, Cluster, Route
+from translators.envoy.secret import build_secret
+from translators.envoy.wire import changed_positions
+from translators.ir import IR, Cluster, Route, ServerCertificate
+from translators.middlewares.errors import ERROR_PAGE_HOST
 from translators.middlewares.forward_auth import forward_auth_clusters
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -35,7 +41,9 @@ ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make-before-break: the order a server pushes types in (xDS protocol, "eventual consistency").
-TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# Secrets before the Listeners that name them (Envoy asks for them when it sees the Listener, and
+# keeps it warming until they arrive).
+TYPE_ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +66,14 @@ class BackendCache:
 
     clusters: dict[str, tuple[Cluster, Any]] = field(default_factory=dict)
     endpoints: dict[str, tuple[Cluster, Any]] = field(default_factory=dict)
-    routes: RouteCache = field(default_factory=dict)
-    cluster_input: object = None
+    routes: RouteCache = field(default_factory=RouteCache)
+    cluster_input: tuple[tuple[Cluster, ...], tuple[tuple[str, Any], ...]] | None = None
     cluster_types: tuple[Entries, Entries] = ((), ())
+    # Where each cluster sits in cluster_types' two tuples (sorted by name).
+    cluster_pos: tuple[dict[str, int], dict[str, int]] = ({}, {})
     route_inputs: dict[str, tuple[tuple[Route, ...], Any]] = field(default_factory=dict)
+    secrets: dict[str, tuple[ServerCertificate, Any]] = field(default_factory=dict)
+    secret_type: Entries = ()
 
 
 Entries = tuple[tuple[str, Any], ...]
@@ -83,12 +95,45 @@ def _by_name(items: Iterable[tuple[str, Any]]) -> Entries:
     return tuple(sorted(items, key=lambda kv: kv[0]))
 
 
+def _splice_clusters(
+    cache: BackendCache,
+    new: tuple[tuple[Cluster, ...], tuple[tuple[str, Any], ...]],
+) -> bool:
+    """The same clusters in the same places, some of them rebuilt (an endpoint or a policy
+    changed): build those alone and put them in place. False when the set itself changed."""
+    prev = cache.cluster_input
+    if prev is None or len(prev[0]) != len(new[0]) or prev[1] != new[1]:
+        return False
+    changed = changed_positions(prev[0], new[0])
+    if any(new[0][i].name != prev[0][i].name for i in changed):
+        return False
+    clusters, endpoints = list(cache.cluster_types[0]), list(cache.cluster_types[1])
+    cpos, epos = cache.cluster_pos
+    for i in changed:
+        c = new[0][i]
+        fresh: dict[str, tuple[Cluster, Any]] = {}
+        clusters[cpos[c.name]] = (c.name, _reuse(cache.clusters, fresh, c, build_cluster))
+        cache.clusters[c.name] = fresh[c.name]
+        endpoints[epos[c.name]] = (c.name, _reuse(cache.endpoints, fresh, c, build_load_assignment))
+        cache.endpoints[c.name] = fresh[c.name]
+    cache.cluster_types = (tuple(clusters), tuple(endpoints))
+    cache.cluster_input = new
+    return True
+
+
+def _of_entrypoint(routes: tuple[Route, ...], entrypoint: str) -> tuple[Route, ...]:
+    """An entry point's routes: a slice, since the IR orders routes by entry point first."""
+    lo = bisect.bisect_left(routes, entrypoint, key=lambda r: r.entrypoint)
+    hi = bisect.bisect_right(routes, entrypoint, lo=lo, key=lambda r: r.entrypoint)
+    return routes[lo:hi]
+
+
 def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
     cache = cache if cache is not None else BackendCache()
     # forwardAuth servers: a STRICT_DNS cluster each (no EDS), named by host and port.
     auth_servers = forward_auth_clusters(use for r in ir.routes for use in r.filters)
     cluster_input = (ir.clusters, tuple(auth_servers.items()))
-    if cache.cluster_input != cluster_input:
+    if cache.cluster_input != cluster_input and not _splice_clusters(cache, cluster_input):
         fresh = BackendCache()
         clusters = [
             (c.name, _reuse(cache.clusters, fresh.clusters, c, build_cluster)) for c in ir.clusters
@@ -101,24 +146,59 @@ def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
         cache.clusters, cache.endpoints = fresh.clusters, fresh.endpoints
         cache.cluster_input = cluster_input
         cache.cluster_types = (_by_name(clusters), _by_name(endpoints))
+        cache.cluster_pos = (
+            {n: k for k, (n, _) in enumerate(cache.cluster_types[0])},
+            {n: k for k, (n, _) in enumerate(cache.cluster_types[1])},
+        )
     listeners = [(lst.name, build_listener(lst)) for lst in ir.listeners]
     route_inputs: dict[str, tuple[tuple[Route, ...], Any]] = {}
+    secrets: dict[str, tuple[ServerCertificate, Any]] = {}
+
+    def add(name: str, routes: tuple[Route, ...]) -> None:
+        known = cache.route_inputs.get(name)
+        if known is None or known[0] != routes:
+            known = (routes, build_route_configuration(name, routes, cache.routes))
+        route_inputs[name] = known
+
     for lst in ir.listeners:
-        mine = tuple(r for r in ir.routes if r.entrypoint == lst.name)
-        known = cache.route_inputs.get(lst.route_config)
-        if known is None or known[0] != mine:
-            known = (mine, build_route_configuration(lst.route_config, mine, cache.routes))
-        route_inputs[lst.route_config] = known
+        if not lst.tls_chains:
+            add(lst.route_config, _of_entrypoint(ir.routes, lst.name))
+            continue
+        # Plaintext connections get the routes without tls, TLS connections the routes with
+        # it; an errors middleware's internal routes (no client can reach them) go to both.
+        plain, tls = [], []
+        for r in ir.routes:
+            if r.entrypoint != lst.name:
+                continue
+            if r.tls is None:
+                plain.append(r)
+                if r.match.exact_host == ERROR_PAGE_HOST:
+                    tls.append(r)
+            else:
+                tls.append(r)
+        add(lst.route_config, tuple(plain))
+        for chain in lst.tls_chains:
+            guard = () if chain.guard is None else (chain.guard,)
+            add(chain.route_config, (*guard, *tls))
+        for cert in lst.certificates:
+            if cert.name not in secrets:
+                hit = cache.secrets.get(cert.name)
+                same = hit is not None and (hit[0] is cert or hit[0] == cert)
+                secrets[cert.name] = (cert, hit[1] if same and hit else build_secret(cert))
     cache.route_inputs = route_inputs
+    secret_type = _by_name((n, m) for n, (_, m) in secrets.items())
+    if secret_type != cache.secret_type:
+        cache.secret_type = secret_type  # else the very same tuple: make_snapshot reuses it
+    cache.secrets = secrets
     if len(cache.routes) > 2 * len(ir.routes) + 64:
         # Forget routes no longer served, now and then: the cache stays within 2x the config.
-        live = {id(r) for r in ir.routes}
-        cache.routes = {k: v for k, v in cache.routes.items() if k in live}
+        cache.routes.prune({id(r) for r in ir.routes})
     return Resources(
         by_type={
             CLUSTER: cache.cluster_types[0],
             ENDPOINT: cache.cluster_types[1],
             LISTENER: _by_name(listeners),
             ROUTE: _by_name((name, encoded) for name, (_, encoded) in route_inputs.items()),
+            SECRET: cache.secret_type,
         }
     )

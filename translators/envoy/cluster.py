@@ -12,12 +12,17 @@ trusted CA or none for ``insecureSkipVerify``, SAN matching, one client certific
 ciphers; PEM inline — SDS is future work), ``connect_timeout`` (``dialTimeout``), the upstream
 idle timeout (``idleConnTimeout``) and, for ``h2c``, HTTP/2 keepalive PINGs (``readIdleTimeout``
 interval, ``pingTimeout`` timeout).
+
+A route's own copy of a cluster (``cluster.policy``: circuitBreaker, inFlightReq) adds
+failure-percentage outlier detection and/or a ``max_requests`` threshold; the listener answers
+for those copies when every host is ejected (UH) or the threshold overflows (UO).
 """
 
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2 as cb_v3
 from envoy.config.cluster.v3 import cluster_pb2 as cluster_v3
+from envoy.config.cluster.v3 import outlier_detection_pb2 as outlier_v3
 from envoy.config.core.v3 import base_pb2 as base_v3
 from envoy.config.core.v3 import protocol_pb2 as protocol_v3
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_v3
@@ -28,7 +33,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import ads_source, duration, pack
-from translators.ir import Cluster, UpstreamTransport
+from translators.ir import Cluster, OutlierDetection, UpstreamTransport
 
 _UNLIMITED = 1_000_000_000
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -56,6 +61,12 @@ def build_cluster(cluster: Cluster) -> cluster_v3.Cluster:
             ]
         ),
     )
+    policy = cluster.policy
+    if policy is not None:
+        if policy.max_requests is not None:  # inFlightReq; overflow is answered 429 (listener)
+            out.circuit_breakers.thresholds[0].max_requests.value = policy.max_requests
+        if policy.outlier is not None:
+            out.outlier_detection.CopyFrom(_outlier_detection(policy.outlier))
     transport = cluster.transport
     if transport is not None:
         out.connect_timeout.CopyFrom(duration(transport.dial_timeout))
@@ -93,6 +104,37 @@ def build_cluster(cluster: Cluster) -> cluster_v3.Cluster:
         out.transport_socket.name = "envoy.transport_sockets.tls"
         out.transport_socket.typed_config.CopyFrom(pack(tls))
     return out
+
+
+def _outlier_detection(o: OutlierDetection) -> outlier_v3.OutlierDetection:
+    """circuitBreaker: failure-percentage ejection only. Every other detector is switched off
+    (consecutive 5xx and success rate are on by default), any number of hosts qualifies (the
+    default minimum is 5), every host may be ejected, and always for ``ejection_time``
+    (``max_ejection_time`` equal to the base, no jitter), as Traefik's fallbackDuration."""
+
+    def u32(value: int) -> wrappers_pb2.UInt32Value:
+        return wrappers_pb2.UInt32Value(value=value)
+
+    return outlier_v3.OutlierDetection(
+        interval=duration(o.interval),
+        base_ejection_time=duration(o.ejection_time),
+        max_ejection_time=duration(o.ejection_time),
+        max_ejection_time_jitter=duration(0),
+        max_ejection_percent=u32(100),
+        enforcing_consecutive_5xx=u32(0),
+        enforcing_consecutive_gateway_failure=u32(0),
+        enforcing_success_rate=u32(0),
+        # NetworkErrorRatio: connection failures, timeouts and resets are judged apart from
+        # the answers (local origin); otherwise they count as 5xx with the answers.
+        split_external_local_origin_errors=o.local_origin,
+        enforcing_consecutive_local_origin_failure=u32(0),
+        enforcing_local_origin_success_rate=u32(0),
+        failure_percentage_threshold=u32(o.threshold),
+        enforcing_failure_percentage=u32(0 if o.local_origin else 100),
+        enforcing_failure_percentage_local_origin=u32(100 if o.local_origin else 0),
+        failure_percentage_minimum_hosts=u32(1),
+        failure_percentage_request_volume=u32(o.request_volume),
+    )
 
 
 def _idle(

@@ -29,7 +29,10 @@ def ads_source() -> config_source_v3.ConfigSource:
 
 
 def to_dict(message: Any) -> dict[str, Any]:
-    """Proto → plain dict in protojson field names (``snake_case``), for YAML/JSON output."""
-    data = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
+    """Proto → plain dict in protojson field names (``snake_case``), for YAML/JSON output.
+    Keys sorted: proto maps (``typed_per_filter_config``) have no stable iteration order."""
+    data = json.loads(
+        json_format.MessageToJson(message, preserving_proto_field_name=True, sort_keys=True)
+    )
     assert isinstance(data, dict)
     return data

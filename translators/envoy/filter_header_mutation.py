@@ -1,7 +1,8 @@
 """Envoy's header_mutation filter, removing request headers before a later filter runs.
 
-Used by forwardAuth: the client's copies of the headers the auth server vouches for are removed
-before the check, as Traefik deletes them, so a client cannot smuggle one to the backend.
+Used by forwardAuth's ``envoy`` mode: the client's copies of the headers the auth server vouches
+for are removed before the check, as Traefik deletes them, so a client cannot smuggle one to the
+backend.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@ from envoy.config.core.v3 import extension_pb2 as extension_v3
 from envoy.config.core.v3 import substitution_format_string_pb2 as fmt_v3
 from envoy.config.listener.v3 import listener_components_pb2 as listener_components_v3
 from envoy.config.listener.v3 import listener_pb2 as lds_v3
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2 as cel_v3
 from envoy.extensions.filters.http.router.v3 import router_pb2 as router_v3
+from envoy.extensions.filters.listener.tls_inspector.v3 import (
+    tls_inspector_pb2 as tls_inspector_v3,
+)
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_v3,
 )
@@ -21,7 +25,8 @@ from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import ads_source, pack
 from translators.envoy.filters import listener_filters
-from translators.ir import CLIENT_IP_HEADER, Listener
+from translators.envoy.secret import build_tls_context
+from translators.ir import CLIENT_IP_HEADER, ERROR_PAGE_HEADER, Listener, LocalReply
 
 # Set before route selection, as Traefik's entry point does before its router runs: the TCP
 # peer for ClientIP rules, and X-Forwarded-Host (Traefik trusts no forwarded headers by default,
@@ -30,6 +35,7 @@ _EARLY_HEADERS = (
     (CLIENT_IP_HEADER, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
     ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
 )
+_CLIENT_CERT_HEADERS = ("x-forwarded-tls-client-cert", "x-forwarded-tls-client-cert-info")
 
 
 def _early_mutation() -> extension_v3.TypedExtensionConfig:
@@ -39,20 +45,57 @@ def _early_mutation() -> extension_v3.TypedExtensionConfig:
         typed_config=pack(
             early_v3.HeaderMutation(
                 mutations=[
-                    mutation_v3.HeaderMutation(
-                        append=base_v3.HeaderValueOption(
-                            header=base_v3.HeaderValue(key=key, value=value),
-                            append_action=overwrite,
+                    # Only the errors middleware's redirect may pick an error-page route (Envoy
+                    # does not run these mutations again for the redirected request).
+                    mutation_v3.HeaderMutation(remove=ERROR_PAGE_HEADER),
+                    # Traefik's entry point drops a client's copies of the headers
+                    # passTLSClientCert writes (forwarded headers are not trusted by default).
+                    *(mutation_v3.HeaderMutation(remove=name) for name in _CLIENT_CERT_HEADERS),
+                    *(
+                        mutation_v3.HeaderMutation(
+                            append=base_v3.HeaderValueOption(
+                                header=base_v3.HeaderValue(key=key, value=value),
+                                append_action=overwrite,
+                            )
                         )
-                    )
-                    for key, value in _EARLY_HEADERS
+                        for key, value in _EARLY_HEADERS
+                    ),
                 ]
             )
         ),
     )
 
 
-def _local_reply() -> hcm_v3.LocalReplyConfig:
+def _cluster_reply(reply: LocalReply) -> hcm_v3.ResponseMapper:
+    """A mapper for one answer of some clusters (circuitBreaker, inFlightReq): the response
+    flag, and the upstream cluster (set before the host is picked) by a CEL filter."""
+    names = ", ".join(
+        "'" + n.replace("\\", "\\\\").replace("'", "\\'") + "'" for n in reply.clusters
+    )
+    return hcm_v3.ResponseMapper(
+        filter=accesslog_v3.AccessLogFilter(
+            and_filter=accesslog_v3.AndFilter(
+                filters=[
+                    accesslog_v3.AccessLogFilter(
+                        response_flag_filter=accesslog_v3.ResponseFlagFilter(flags=[reply.flag])
+                    ),
+                    accesslog_v3.AccessLogFilter(
+                        extension_filter=accesslog_v3.ExtensionFilter(
+                            name="envoy.access_loggers.extension_filters.cel",
+                            typed_config=pack(
+                                cel_v3.ExpressionFilter(expression=f"xds.cluster_name in [{names}]")
+                            ),
+                        )
+                    ),
+                ]
+            )
+        ),
+        status_code=wrappers_pb2.UInt32Value(value=reply.status),
+        body=base_v3.DataSource(inline_string=reply.body),
+    )
+
+
+def _local_reply(replies: tuple[LocalReply, ...] = ()) -> hcm_v3.LocalReplyConfig:
     """Traefik's status codes and bodies where Envoy's differ."""
 
     def mapper(flag: str, status: int, body: str) -> hcm_v3.ResponseMapper:
@@ -70,6 +113,7 @@ def _local_reply() -> hcm_v3.LocalReplyConfig:
             mapper("NR", 404, "404 page not found\n"),
             # Connection failure to the backend: Traefik 502, Envoy 503.
             mapper("UF", 502, "Bad Gateway"),
+            *(_cluster_reply(r) for r in replies),
         ],
         body_format=fmt_v3.SubstitutionFormatString(
             text_format_source=base_v3.DataSource(inline_string="%LOCAL_REPLY_BODY%")
@@ -78,10 +122,45 @@ def _local_reply() -> hcm_v3.LocalReplyConfig:
 
 
 def build_listener(listener: Listener) -> lds_v3.Listener:
+    plain = _http_chain(listener, listener.route_config)
+    out = lds_v3.Listener(
+        name=listener.name,
+        address=address_v3.Address(
+            socket_address=address_v3.SocketAddress(
+                address=listener.address, port_value=listener.port
+            )
+        ),
+        filter_chains=[plain],
+    )
+    if listener.tls_chains:
+        # TLS and plaintext on one port, as a Traefik entry point: the TLS inspector tells a
+        # ClientHello (and its SNI) from plaintext; TLS routes are only in the TLS chains' route
+        # configurations, plaintext routes only in the plaintext one.
+        out.listener_filters.append(
+            listener_components_v3.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=pack(tls_inspector_v3.TlsInspector()),
+            )
+        )
+        plain.filter_chain_match.transport_protocol = "raw_buffer"
+        for chain in listener.tls_chains:
+            fc = _http_chain(listener, chain.route_config)
+            fc.filter_chain_match.transport_protocol = "tls"
+            fc.filter_chain_match.server_names.extend(chain.server_names)
+            fc.transport_socket.CopyFrom(
+                base_v3.TransportSocket(
+                    name="envoy.transport_sockets.tls", typed_config=pack(build_tls_context(chain))
+                )
+            )
+            out.filter_chains.append(fc)
+    return out
+
+
+def _http_chain(listener: Listener, route_config: str) -> listener_components_v3.FilterChain:
     hcm = hcm_v3.HttpConnectionManager(
         stat_prefix=listener.name,
         codec_type=hcm_v3.HttpConnectionManager.CodecType.AUTO,
-        rds=hcm_v3.Rds(config_source=ads_source(), route_config_name=listener.route_config),
+        rds=hcm_v3.Rds(config_source=ads_source(), route_config_name=route_config),
         http_filters=[
             *listener_filters(dict(listener.filter_slots)),
             hcm_v3.HttpFilter(
@@ -90,7 +169,7 @@ def build_listener(listener: Listener) -> lds_v3.Listener:
         ],
         # The client address is the TCP peer, as in Traefik without trusted forwarded headers.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
-        local_reply_config=_local_reply(),
+        local_reply_config=_local_reply(listener.local_replies),
         early_header_mutation_extensions=[_early_mutation()],
         # Traefik (since v3.3.6) cleans ``.``/``..`` segments and repeated slashes before
         # routing; escaped slashes stay as they are (reserved characters are not decoded).
@@ -98,20 +177,10 @@ def build_listener(listener: Listener) -> lds_v3.Listener:
         merge_slashes=True,
         path_with_escaped_slashes_action=hcm_v3.HttpConnectionManager.PathWithEscapedSlashesAction.KEEP_UNCHANGED,
     )
-    return lds_v3.Listener(
-        name=listener.name,
-        address=address_v3.Address(
-            socket_address=address_v3.SocketAddress(
-                address=listener.address, port_value=listener.port
+    return listener_components_v3.FilterChain(
+        filters=[
+            listener_components_v3.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
             )
-        ),
-        filter_chains=[
-            listener_components_v3.FilterChain(
-                filters=[
-                    listener_components_v3.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
-                    )
-                ]
-            )
-        ],
+        ]
     )

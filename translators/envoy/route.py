@@ -16,18 +16,22 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from envoy.config.core.v3 import base_pb2 as base_v3
 from envoy.config.route.v3 import route_components_pb2 as route_v3
 from envoy.config.route.v3 import route_pb2 as rds_v3
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2 as previous_priorities_pb2,
+)
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from translators.envoy.common import duration, pack
 from translators.envoy.filters import route_filter_configs
-from translators.envoy.wire import Encoded, length_delimited, serialize
+from translators.envoy.wire import Encoded, changed_positions, length_delimited, serialize
 from translators.ir import (
     CLIENT_IP_HEADER,
     DYNAMIC_VALUES,
@@ -116,6 +120,15 @@ def _header_options(pairs: Sequence[tuple[str, str]]) -> list[base_v3.HeaderValu
     ]
 
 
+def _appended(pairs: Sequence[tuple[str, str]]) -> list[base_v3.HeaderValueOption]:
+    return [
+        base_v3.HeaderValueOption(
+            header=base_v3.HeaderValue(key=k, value=_literal(v)), append_action=_APPEND
+        )
+        for k, v in pairs
+    ]
+
+
 def _apply_header_ops(out: route_v3.Route, ops: HeaderOps) -> None:
     out.request_headers_to_add.extend(_header_options(ops.request_set))
     out.request_headers_to_remove.extend(h.lower() for h in ops.request_remove)
@@ -161,14 +174,18 @@ def build_route(route: Route) -> route_v3.Route:
         return out
     assert isinstance(action, Forward)  # the IR's Action union has two members
     ra = out.route
-    if len(action.backends) == 1:
+    if len(action.backends) == 1 and not action.backends[0].response_headers:
         ra.cluster = action.backends[0].cluster
     else:
+        # One entry is a split too when the backend adds response headers (a sticky cookie):
+        # only a ClusterWeight can add headers for the backend picked.
         ra.weighted_clusters.CopyFrom(
             route_v3.WeightedCluster(
                 clusters=[
                     route_v3.WeightedCluster.ClusterWeight(
-                        name=b.cluster, weight=wrappers_pb2.UInt32Value(value=b.weight)
+                        name=b.cluster,
+                        weight=wrappers_pb2.UInt32Value(value=b.weight),
+                        response_headers_to_add=_appended(b.response_headers),
                     )
                     for b in action.backends
                 ]
@@ -181,6 +198,8 @@ def build_route(route: Route) -> route_v3.Route:
         ra.regex_rewrite.substitution = route.rewrite.substitution
     if not action.pass_host_header:
         ra.auto_host_rewrite.value = True
+    elif action.host_header:
+        ra.host_rewrite_header = action.host_header
     for m in action.mirrors:
         ra.request_mirror_policies.append(_mirror_policy(m))
     if action.hash_client_ip:
@@ -218,8 +237,24 @@ _MIN_BACKOFF = 0.001
 
 def _retry_policy(r: Retry) -> route_v3.RetryPolicy:
     """Traefik's retry: backoff from ``interval``, capped at twice it; a retry goes back through
-    the load balancer, to another server while there is one."""
+    the load balancer, to another server while there is one. A failover's retry goes to the next
+    priority of the cluster instead (the fallback service)."""
     base = max(r.interval, _MIN_BACKOFF)
+    if r.next_priority:
+        return route_v3.RetryPolicy(
+            retry_on=",".join(r.retry_on),
+            num_retries=wrappers_pb2.UInt32Value(value=r.num_retries),
+            retriable_status_codes=list(r.status_codes),
+            retry_back_off=route_v3.RetryPolicy.RetryBackOff(
+                base_interval=duration(base), max_interval=duration(2 * base)
+            ),
+            retry_priority=route_v3.RetryPolicy.RetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=pack(
+                    previous_priorities_pb2.PreviousPrioritiesConfig(update_frequency=1)
+                ),
+            ),
+        )
     return route_v3.RetryPolicy(
         retry_on=",".join(r.retry_on),
         num_retries=wrappers_pb2.UInt32Value(value=r.num_retries),
@@ -241,24 +276,9 @@ def _retry_policy(r: Retry) -> route_v3.RetryPolicy:
 MAX_VHOST_FANOUT = 200_000
 
 
-def _vhost_head(name: str, domains: list[str]) -> route_v3.VirtualHost:
-    """A virtual host without its routes (they are appended as encoded bytes)."""
-    return route_v3.VirtualHost(
-        name=name,
-        domains=domains,
-        request_headers_to_add=[
-            base_v3.HeaderValueOption(
-                header=base_v3.HeaderValue(key=key, value=value),
-                append_action=base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-            for key, value in _FORWARDED_HEADERS
-        ],
-        request_headers_to_remove=[CLIENT_IP_HEADER],
-    )
-
-
 def _vhost(name: str, domains: list[str], entries: Sequence[bytes]) -> bytes:
-    vh = Encoded.compose(_vhost_head(name, domains), entries)
+    """A virtual host: its own fields, then its routes' encoded entries."""
+    vh = Encoded.compose(route_v3.VirtualHost(name=name, domains=domains), entries)
     return length_delimited(_VHOSTS_FIELD, vh.data)
 
 
@@ -285,10 +305,95 @@ def build_route_configuration(
     at its place in the global order — except, in a host's virtual host, after a route that
     catches every request for that host (``Host(`a`)`` alone): nothing below it can match there.
     Envoy picks the virtual host by a hash lookup of the Host (case-insensitive, port ignored),
-    then walks only that host's routes. Each route keeps its own ``:authority`` condition, so
-    the layout is an optimisation, never a change of meaning.
+    then walks only that host's routes. A route in its own host's virtual host leaves out the
+    ``:authority`` condition that pins that host (Envoy has just matched it, case and port
+    ignored, the trailing dot by the second domain); every other condition stays, so the layout
+    is an optimisation, never a change of meaning. The X-Forwarded-* headers Traefik sets are
+    added once for the whole RouteConfiguration (after the routes' own, like a virtual host's).
     """
-    built = [_route_entry(r, cache) for r in routes]  # each route encoded once, then shared
+    cache = cache if cache is not None else RouteCache()
+    routes = tuple(routes)
+    vhosts = _relayout(name, routes, cache)
+    if vhosts is None:
+        vhosts = _layout(name, routes, cache)
+    head = rds_v3.RouteConfiguration(
+        name=name,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        ignore_port_in_host_matching=True,
+        request_headers_to_add=[
+            base_v3.HeaderValueOption(
+                header=base_v3.HeaderValue(key=key, value=value),
+                append_action=base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for key, value in _FORWARDED_HEADERS
+        ],
+        request_headers_to_remove=[CLIENT_IP_HEADER],
+    )
+    return Encoded.compose(head, vhosts)
+
+
+@dataclass(slots=True)
+class _Layout:
+    """One RouteConfiguration's layout, kept to redo only what an edit touches."""
+
+    routes: tuple[Route, ...]
+    shared: list[int]
+    hosts: dict[str, tuple[int, list[int], int]]  # host → (vhost position, own, shared above)
+    vhosts: list[bytes]
+    # The one-virtual-host layout: every route's entry, in order (else empty).
+    single: list[bytes] = field(default_factory=list)
+
+
+def _shape(route: Route, cache: RouteCache) -> tuple[str | None, bool]:
+    return route.match.exact_host, cache.catches_all(route)
+
+
+def _host_entries(
+    routes: Sequence[Route], own: list[int], shared: list[int], above: int, cache: RouteCache
+) -> list[bytes]:
+    if not above:
+        return [cache.entry(routes[i], True) for i in own]
+    mine = {i: cache.entry(routes[i], True) for i in own}
+    return [mine.get(i) or cache.entry(routes[i], False) for i in heapq.merge(own, shared[:above])]
+
+
+def _relayout(name: str, routes: tuple[Route, ...], cache: RouteCache) -> list[bytes] | None:
+    """The virtual hosts after an edit that only replaced routes pinned to a host, keeping
+    their place and shape: only those hosts' virtual hosts are encoded again. None otherwise."""
+    prev = cache.layouts.get(name)
+    if prev is None or len(prev.routes) != len(routes):
+        return None
+    changed = changed_positions(prev.routes, routes)
+    if prev.single:
+        # One virtual host: the same places, so only the replaced routes' entries change.
+        single = list(prev.single)
+        for i in changed:
+            single[i] = cache.entry(routes[i], False)
+        vhosts = [cache.vhost(name, "all", ["*"], single)]
+        cache.layouts[name] = _Layout(
+            routes=routes, shared=[], hosts={}, vhosts=vhosts, single=single
+        )
+        return vhosts
+    hosts: set[str] = set()
+    for i in changed:
+        host, catches = _shape(routes[i], cache)
+        if host is None or (host, catches) != _shape(prev.routes[i], cache):
+            return None
+        hosts.add(host)
+    if any(h not in prev.hosts for h in hosts):
+        return None  # the single-virtual-host layout: start again
+    vhosts = list(prev.vhosts)
+    for host in hosts:
+        pos, own, above = prev.hosts[host]
+        entries = _host_entries(routes, own, prev.shared, above, cache)
+        vhosts[pos] = cache.vhost(name, host, [host, f"{host}."], entries)
+    cache.layouts[name] = _Layout(
+        routes=routes, shared=prev.shared, hosts=prev.hosts, vhosts=vhosts
+    )
+    return vhosts
+
+
+def _layout(name: str, routes: tuple[Route, ...], cache: RouteCache) -> list[bytes]:
     by_host: dict[str, list[int]] = {}
     shared: list[int] = []
     for i, r in enumerate(routes):
@@ -301,41 +406,88 @@ def build_route_configuration(
     total = 0
     for host in sorted(by_host):
         own = by_host[host]
-        cut = next((k for k, i in enumerate(own) if _catches_all(routes[i])), None)
+        cut = next((k for k, i in enumerate(own) if cache.catches_all(routes[i])), None)
         if cut is not None:
             own = own[: cut + 1]
         shared_above = bisect.bisect_left(shared, own[-1]) if cut is not None else len(shared)
         layout.append((host, own, shared_above))
         total += len(own) + shared_above
     if not by_host or total > MAX_VHOST_FANOUT:
-        vhosts = [_vhost("all", ["*"], built)]
-    else:
-        vhosts = [
-            _vhost(h, [h, f"{h}."], [built[i] for i in heapq.merge(own, shared[:above])])
-            for h, own, above in layout
-        ]
-        vhosts.append(_vhost("all", ["*"], [built[i] for i in shared]))
-    head = rds_v3.RouteConfiguration(
-        name=name,
-        validate_clusters=wrappers_pb2.BoolValue(value=False),
-        ignore_port_in_host_matching=True,
-    )
-    return Encoded.compose(head, vhosts)
+        single = [cache.entry(r, False) for r in routes]
+        vhosts = [cache.vhost(name, "all", ["*"], single)]
+        cache.layouts[name] = _Layout(
+            routes=routes, shared=[], hosts={}, vhosts=vhosts, single=single
+        )
+        return vhosts
+    # Each route encoded once (per form), then shared by the virtual hosts that list it; a
+    # virtual host whose entries are the same objects as last time is not encoded again.
+    vhosts = [
+        cache.vhost(name, h, [h, f"{h}."], _host_entries(routes, own, shared, above, cache))
+        for h, own, above in layout
+    ]
+    vhosts.append(cache.vhost(name, "all", ["*"], [cache.entry(routes[i], False) for i in shared]))
+    hosts = {h: (k, own, above) for k, (h, own, above) in enumerate(layout)}
+    cache.layouts[name] = _Layout(routes=routes, shared=shared, hosts=hosts, vhosts=vhosts)
+    return vhosts
 
 
-RouteCache = dict[int, tuple[Route, bytes]]
+class RouteCache:
+    """What encoding a RouteConfiguration made, kept for the next one: each route's entries by
+    IR object (its full form and its form inside its own host's virtual host, and whether it
+    catches all of its host), and each virtual host's bytes by the entries it was made from."""
 
+    def __init__(self) -> None:
+        # IR route id → (route, full entry, in-host entry, catches all of its host).
+        self.entries: dict[int, tuple[Route, bytes | None, bytes | None, bool]] = {}
+        # RouteConfiguration name → virtual host name → (its entries, its encoded field).
+        self.vhosts: dict[str, dict[str, tuple[tuple[bytes, ...], bytes]]] = {}
+        self.layouts: dict[str, _Layout] = {}
 
-def _route_entry(route: Route, cache: RouteCache | None) -> bytes:
-    """The route's encoded ``routes`` entry; reused while the IR route object is the same."""
-    if cache is not None:
-        hit = cache.get(id(route))
-        if hit is not None and hit[0] is route:
-            return hit[1]
-    entry = length_delimited(_ROUTES_FIELD, serialize(build_route(route)))
-    if cache is not None:
-        cache[id(route)] = (route, entry)
-    return entry
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def prune(self, live: set[int]) -> None:
+        self.entries = {k: v for k, v in self.entries.items() if k in live}
+
+    def _hit(self, route: Route) -> tuple[Route, bytes | None, bytes | None, bool]:
+        hit = self.entries.get(id(route))
+        if hit is None or hit[0] is not route:
+            hit = (route, None, None, _catches_all(route))
+            self.entries[id(route)] = hit
+        return hit
+
+    def catches_all(self, route: Route) -> bool:
+        return self._hit(route)[3]
+
+    def entry(self, route: Route, in_host: bool) -> bytes:
+        """The route's encoded ``routes`` entry; reused while the IR route object is the same.
+        ``in_host``: the form for its own host's virtual host (without the host condition)."""
+        hit = self._hit(route)
+        known = hit[2] if in_host else hit[1]
+        if known is not None:
+            return known
+        built = route
+        m = route.match
+        if in_host and 0 <= m.host_header < len(m.headers):
+            headers = m.headers[: m.host_header] + m.headers[m.host_header + 1 :]
+            built = replace(route, match=replace(m, headers=headers))
+        entry = length_delimited(_ROUTES_FIELD, serialize(build_route(built)))
+        if in_host:
+            self.entries[id(route)] = (route, hit[1], entry, hit[3])
+        else:
+            self.entries[id(route)] = (route, entry, hit[2], hit[3])
+        return entry
+
+    def vhost(self, config: str, name: str, domains: list[str], entries: list[bytes]) -> bytes:
+        """A virtual host's encoded field, reused while its entries are the same."""
+        key = tuple(entries)
+        mine = self.vhosts.setdefault(config, {})
+        known = mine.get(name)
+        if known is not None and known[0] == key:
+            return known[1]
+        encoded = _vhost(name, domains, key)
+        mine[name] = (key, encoded)
+        return encoded
 
 
 _ROUTES_FIELD = route_v3.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number

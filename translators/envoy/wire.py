@@ -12,7 +12,9 @@ the proto (debug output, golden files).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import operator
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -72,3 +74,9 @@ class Encoded:
 def message_of(resource: Any) -> Any:
     """The proto of a resource, whether held as a message or as ``Encoded`` bytes."""
     return resource.message if isinstance(resource, Encoded) else resource
+
+
+def changed_positions(old: Sequence[Any], new: Sequence[Any]) -> list[int]:
+    """Where two equally long sequences hold different objects (by identity), at C speed:
+    10,000 positions cost a fraction of a millisecond, not the few a Python loop takes."""
+    return list(itertools.compress(itertools.count(), map(operator.is_not, old, new)))

@@ -24,9 +24,12 @@ from translators.middlewares.base import (
     MiddlewareError,
     Plan,
 )
+from translators.middlewares.encoded import encoded_characters
+from translators.middlewares.errors import errors
 from translators.middlewares.forward_auth import forward_auth
 from translators.middlewares.headers import headers
 from translators.middlewares.ipallowlist import ip_allow_list
+from translators.middlewares.passtls import pass_tls_client_cert
 from translators.middlewares.paths import (
     add_prefix,
     replace_path,
@@ -36,9 +39,11 @@ from translators.middlewares.paths import (
 )
 from translators.middlewares.ratelimit import rate_limit
 from translators.middlewares.redirect import redirect_regex, redirect_scheme
+from translators.middlewares.resilience import circuit_breaker, in_flight_req
 from translators.middlewares.traffic import buffering, compress, content_type, grpc_web, retry
 from translators.models import MiddlewareRef
 from translators.options import Options
+from translators.service import ServiceResolver
 from translators.world import World
 
 Handler = Callable[[Mapping[str, Any], list[Plan], Context, str], list[Plan]]
@@ -63,6 +68,11 @@ HANDLERS: dict[str, Handler] = {
     "ipAllowList": ip_allow_list,
     "ipWhiteList": ip_allow_list,
     "rateLimit": rate_limit,
+    "encodedCharacters": encoded_characters,
+    "errors": errors,
+    "circuitBreaker": circuit_breaker,
+    "inFlightReq": in_flight_req,
+    "passTLSClientCert": pass_tls_client_cert,
 }
 # Every open-source HTTP middleware type Traefik knows (pkg/config/dynamic/middlewares.go).
 KNOWN = frozenset(
@@ -108,6 +118,8 @@ class Outcome:
 class MiddlewareTranslator:
     world: World
     options: Options
+    # The route's resolver, so services named by middlewares (errors) join the IR's clusters.
+    resolver: ServiceResolver | None = None
 
     def apply(
         self, refs: list[MiddlewareRef], namespace: str, source: SourceRef, path: str
@@ -295,9 +307,19 @@ class MiddlewareTranslator:
                 security=security,
             )
             return
-        ctx = Context(world=self.world, options=self.options, namespace=ns, source=mw_ref)
+        ctx = Context(
+            world=self.world,
+            options=self.options,
+            namespace=ns,
+            source=mw_ref,
+            resolver=self.resolver,
+        )
         try:
-            out.plans = handler(spec, out.plans, ctx, field_path)
+            # A variant already answered (a reply) is out of the chain: later ones never see it.
+            answered = [p for p in out.plans if p.reply is not None]
+            live = [p for p in out.plans if p.reply is None]
+            out.plans = [*handler(spec, live, ctx, field_path), *answered] if live else answered
+            out.diagnostics.extend(ctx.warnings)
         except MiddlewareError as exc:
             self._stop(
                 out,

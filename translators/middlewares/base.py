@@ -10,17 +10,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from translators.errors import SourceRef
-from translators.ir import FilterUse, HeaderMatch, HeaderOps, Redirect, Retry, Rewrite
+from translators.errors import Diagnostic, SourceRef
+from translators.ir import (
+    ClusterPolicy,
+    DirectResponse,
+    FilterUse,
+    HeaderMatch,
+    HeaderOps,
+    Redirect,
+    Retry,
+    Rewrite,
+)
 from translators.options import Options
 from translators.world import World
+
+if TYPE_CHECKING:  # translators.service imports this module (through transport)
+    from translators.service import ServiceResolver
 
 # Middlewares that protect a route: when one cannot be translated the route answers an error,
 # it is never forwarded without its protection.
 SECURITY = frozenset(
-    {"basicAuth", "digestAuth", "forwardAuth", "ipAllowList", "ipWhiteList", "rateLimit"}
+    {
+        "basicAuth",
+        "digestAuth",
+        "forwardAuth",
+        "ipAllowList",
+        "ipWhiteList",
+        "rateLimit",
+        "encodedCharacters",
+    }
 )
 
 
@@ -89,8 +109,13 @@ class Plan:
     response_remove: tuple[str, ...] = ()
     response_append: tuple[tuple[str, str], ...] = ()
     redirect: Redirect | None = None
+    # A variant a middleware answers itself (encodedCharacters' 400): the middlewares listed
+    # after it never see it, as in Traefik, where the request stops there.
+    reply: DirectResponse | None = None
     filters: tuple[FilterUse, ...] = ()
     retry: Retry | None = None
+    # circuitBreaker, inFlightReq: set on every plan alike (they act on the route's clusters).
+    cluster_policy: ClusterPolicy | None = None
 
     def add_filter(self, kind: str, config: object) -> Plan:
         return replace(self, filters=(*self.filters, FilterUse(kind=kind, config=config)))
@@ -131,3 +156,14 @@ class Context:
     namespace: str
     source: SourceRef
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Translated, but the user should know: collected after the handler returns.
+    warnings: list[Diagnostic] = field(default_factory=list)
+    # The route's service resolver, for middlewares that send requests to a Service (errors).
+    resolver: ServiceResolver | None = None
+
+    def warn(self, field: str, message: str, reason: str = "Approximated") -> None:
+        self.warnings.append(
+            Diagnostic(
+                source=self.source, field=field, reason=reason, message=message, severity="warning"
+            )
+        )

@@ -29,6 +29,7 @@ from translators.models.traefik import (
     Middleware,
     MiddlewareRef,
     ServersTransport,
+    TLSOption,
     TraefikService,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "ServersTransport",
     "Service",
     "ServicePort",
+    "TLSOption",
     "TraefikService",
     "api_group",
     "load_object",
@@ -62,6 +64,7 @@ _TRAEFIK: dict[str, type[Resource]] = {
     "TraefikService": TraefikService,
     "Middleware": Middleware,
     "ServersTransport": ServersTransport,
+    "TLSOption": TLSOption,
 }
 # Kinds we know exist and deliberately do not read yet: reported once, never silently dropped.
 _KNOWN_UNTRANSLATED = frozenset(
@@ -69,7 +72,6 @@ _KNOWN_UNTRANSLATED = frozenset(
         "IngressRouteTCP",
         "IngressRouteUDP",
         "MiddlewareTCP",
-        "TLSOption",
         "TLSStore",
         "ServersTransportTCP",
     }

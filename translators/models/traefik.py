@@ -58,12 +58,17 @@ class TLSOptionRef(Model):
     namespace: str | None = None
 
 
+class Domain(Model):
+    main: str | None = None
+    sans: list[str] | None = None
+
+
 class TLS(Model):
     secret_name: str | None = None
     options: TLSOptionRef | None = None
     store: dict[str, Any] | None = None
     cert_resolver: str | None = None
-    domains: list[dict[str, Any]] | None = None
+    domains: list[Domain] | None = None
 
 
 class IngressRouteSpec(Model):
@@ -146,3 +151,27 @@ class ServersTransport(Resource):
 
     kind: Literal["ServersTransport"] = "ServersTransport"
     spec: ServersTransportSpec = Field(default_factory=ServersTransportSpec)
+
+
+class ClientAuth(Model):
+    secret_names: list[str] | None = None
+    client_auth_type: str | None = None
+
+
+class TLSOptionSpec(Model):
+    min_version: str | None = None
+    max_version: str | None = None
+    cipher_suites: list[str] | None = None
+    curve_preferences: list[str] | None = None
+    client_auth: ClientAuth | None = None
+    sni_strict: bool | None = None
+    alpn_protocols: list[str] | None = None
+    prefer_server_cipher_suites: bool | None = None
+    disable_session_tickets: bool | None = None
+
+
+class TLSOption(Resource):
+    """TLS settings of the connections whose SNI names a host of a router that refers to it."""
+
+    kind: Literal["TLSOption"] = "TLSOption"
+    spec: TLSOptionSpec = Field(default_factory=TLSOptionSpec)
