@@ -34,6 +34,12 @@ Tests never assert on wall-clock time (DESIGN.md §7); these numbers are for rea
   `.venv/bin/python -m benchmarks.route_latency` (uses `wrk` too if it is on PATH)
 - Envoy throughput through a five-middleware chain vs none (~1 min):
   `.venv/bin/python -m benchmarks.middleware_chain` (uses `wrk` if it is on PATH)
+- Propagation, file edit → 10 real Envoys serving it, 3,000 routes; and under churn (20 edits/s
+  over 5,000 routes for a minute) (~6-8 min): `.venv/bin/python -m benchmarks.propagation`
+  (`--quick` for a small validation run)
+- ADS fan-out, 1,000 streams from a `grpc.aio` load client, one change to all (~2 min):
+  `.venv/bin/python -m benchmarks.fanout`
+- Control-plane memory at 1,000 and 10,000 routes (~2 min): `.venv/bin/python -m benchmarks.memory`
 
 Options: `python -m benchmarks.translate --sizes 1000 10000 --runs 3`;
 `python -m benchmarks.route_latency --rounds 6 --seconds 3 --workers 2 [--no-wrk]`.

@@ -13,18 +13,21 @@ from controlplane.pipeline import Pipeline
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.server import AggregatedDiscoveryService
 from translators.envoy.common import to_dict
+from translators.envoy.secret import redact
+from translators.groups import DEFAULT_GROUP
 
 
-def snapshot_json(cache: SnapshotCache) -> dict[str, Any]:
-    snap = cache.snapshot
+def snapshot_json(cache: SnapshotCache, group: str = DEFAULT_GROUP) -> dict[str, Any]:
+    snap = cache.snapshots.get(group)
     if snap is None:
         return {"version": None, "resources": {}}
     return {
+        "group": group or "default",
         "version": snap.version,
         "resources": {
             type_url.rsplit(".", 1)[-1]: {
                 "version": ts.version,
-                "items": [to_dict(p.message) for p in ts.resources.values()],
+                "items": [redact(to_dict(p.message)) for p in ts.resources.values()],
             }
             for type_url, ts in snap.types.items()
         },
@@ -51,8 +54,15 @@ def make_app(
             text=json.dumps(obj, indent=2, sort_keys=True), content_type="application/json"
         )
 
-    async def config(_: web.Request) -> web.Response:
-        return dump(snapshot_json(cache))
+    async def config(request: web.Request) -> web.Response:
+        """``?group=NAME`` for a node group's snapshot; the default group's otherwise."""
+        group = request.query.get("group", "")
+        if group == "default":
+            group = DEFAULT_GROUP
+        if group not in cache.snapshots and cache.snapshots:
+            known = ", ".join(sorted(g or "default" for g in cache.snapshots))
+            raise web.HTTPNotFound(text=f"no node group {group!r} (have: {known})\n")
+        return dump(snapshot_json(cache, group))
 
     async def diagnostics(_: web.Request) -> web.Response:
         return dump([d.as_dict() for d in pipeline.diagnostics])
@@ -68,6 +78,7 @@ def make_app(
                     "connected_at": n.connected_at,
                     "acked": n.acked,
                     "last_nack": n.last_nack,
+                    "group": n.group or "default",
                 }
                 for n in ads.nodes.values()
             ]

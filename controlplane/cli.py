@@ -13,12 +13,21 @@ import yaml
 
 from controlplane.bootstrap import build_bootstrap, render_bootstrap
 from controlplane.logs import configure_logging
-from controlplane.settings import ServeSettings, parse_entrypoint, parse_hostport
+from controlplane.settings import (
+    MIB,
+    GrpcSettings,
+    ServeSettings,
+    parse_entrypoint,
+    parse_group_by,
+    parse_hostport,
+    parse_node_group,
+)
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
 from translators.envoy.common import to_dict
 from translators.envoy.wire import message_of
+from translators.groups import NodeGroup
 from translators.ir import EntryPoint
 from translators.options import Options
 from translators.translate import translate_world
@@ -47,6 +56,83 @@ def _add_translation_flags(p: argparse.ArgumentParser) -> None:
         default="/etc/ssl/certs/ca-certificates.crt",
         help="CA bundle on the Envoy host for https backends without a ServersTransport CA",
     )
+    p.add_argument(
+        "--forward-auth",
+        choices=("service", "envoy"),
+        default="service",
+        help="forwardAuth: Switchman's authorization service calls the auth server with "
+        "Traefik's exact request (default), or Envoy's own HTTP client does (no extra hop, "
+        "Envoy's request shape; see docs/compatibility.md)",
+    )
+
+
+def _positive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _mebibytes(value: str) -> int:
+    if not value.isdigit() or not 4 <= int(value) <= 2047:
+        raise argparse.ArgumentTypeError(f"expected MiB between 4 and 2047, got {value!r}")
+    return int(value) * MIB
+
+
+def _add_grpc_flags(p: argparse.ArgumentParser) -> None:
+    d = GrpcSettings()
+    g = p.add_argument_group("xDS gRPC server (see docs/xds.md)")
+    g.add_argument(
+        "--grpc-keepalive-time",
+        type=_positive,
+        default=d.keepalive_time,
+        metavar="SECONDS",
+        help=f"ping a quiet Envoy connection this often (default {d.keepalive_time:g})",
+    )
+    g.add_argument(
+        "--grpc-keepalive-timeout",
+        type=_positive,
+        default=d.keepalive_timeout,
+        metavar="SECONDS",
+        help=f"drop a connection whose ping is not answered in time (default "
+        f"{d.keepalive_timeout:g})",
+    )
+    g.add_argument(
+        "--grpc-keepalive-permit-without-calls",
+        action=argparse.BooleanOptionalAction,
+        default=d.keepalive_permit_without_calls,
+        help="keepalive pings also on connections with no open stream",
+    )
+    g.add_argument(
+        "--grpc-min-ping-interval",
+        type=_positive,
+        default=d.min_ping_interval,
+        metavar="SECONDS",
+        help=f"the most often an Envoy may ping without data (default {d.min_ping_interval:g}; "
+        "keep below the Envoy's own keepalive interval, 30 s in `switchman bootstrap`)",
+    )
+    g.add_argument(
+        "--grpc-max-message-size",
+        type=_mebibytes,
+        default=d.max_message_bytes,
+        metavar="MIB",
+        help=f"largest xDS message sent or received, in MiB (default "
+        f"{d.max_message_bytes // MIB}; gRPC's own default of 4 is too small for large route "
+        "tables)",
+    )
+
+
+def _grpc_settings(args: argparse.Namespace) -> GrpcSettings:
+    return GrpcSettings(
+        keepalive_time=args.grpc_keepalive_time,
+        keepalive_timeout=args.grpc_keepalive_timeout,
+        keepalive_permit_without_calls=args.grpc_keepalive_permit_without_calls,
+        min_ping_interval=args.grpc_min_ping_interval,
+        max_message_bytes=args.grpc_max_message_size,
+    )
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -57,6 +143,7 @@ def _options(args: argparse.Namespace) -> Options:
         allow_empty_services=args.allow_empty_services,
         allow_external_name_services=args.allow_external_name_services,
         upstream_ca_file=args.upstream_ca_file,
+        forward_auth_mode=args.forward_auth,
     )
 
 
@@ -84,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-delay", type=float, default=0.5, help="longest a change waits under churn"
     )
+    serve.add_argument(
+        "--node-group",
+        type=parse_node_group,
+        action="append",
+        default=[],
+        metavar="NAME=EP[,EP...]",
+        help="Envoys of group NAME get only these entry points (repeatable); others get all",
+    )
+    serve.add_argument(
+        "--node-group-by",
+        type=parse_group_by,
+        default="cluster",
+        metavar="cluster|metadata:KEY",
+        help="what names an Envoy's group: its node cluster (default) or a node metadata key",
+    )
+    _add_grpc_flags(serve)
     _add_translation_flags(serve)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap that pulls from Switchman")
@@ -132,6 +235,24 @@ def translate_directory(directory: Path, options: Options) -> tuple[dict[str, An
     return out, diags
 
 
+def _node_groups(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[NodeGroup, ...]:
+    known = {ep.name for ep in _options(args).entrypoints}
+    seen: set[str] = set()
+    for group in args.node_group:
+        if group.name in seen:
+            parser.error(f"--node-group {group.name} is given twice")
+        seen.add(group.name)
+        unknown = sorted(set(group.entrypoints) - known)
+        if unknown:
+            parser.error(
+                f"--node-group {group.name}: no entry point {', '.join(unknown)} "
+                f"(have: {', '.join(sorted(known))})"
+            )
+    return tuple(args.node_group)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             options=_options(args),
             debounce=args.debounce,
             max_delay=args.max_delay,
+            grpc=_grpc_settings(args),
+            node_groups=_node_groups(parser, args),
+            group_by=args.node_group_by,
         )
         asyncio.run(serve(settings))
         return 0

@@ -15,7 +15,13 @@ class Metrics:
         self.proxies = Gauge(
             "switchman_xds_proxies",
             "Connected Envoys by node cluster, Envoy version and xDS protocol",
-            ["node_cluster", "envoy_version", "protocol"],
+            ["group", "node_cluster", "envoy_version", "protocol"],
+            registry=r,
+        )
+        self.writes_pending = Gauge(
+            "switchman_xds_writes_pending",
+            "ADS responses waiting for HTTP/2 flow control; one that stays means an Envoy that "
+            "stopped reading",
             registry=r,
         )
         self.pushes = Counter("switchman_xds_pushes", "xDS responses sent", ["type"], registry=r)
@@ -42,6 +48,12 @@ class Metrics:
             registry=r,
         )
         self.snapshots = Counter("switchman_snapshots_published", "Snapshots published", registry=r)
+        self.snapshot_bytes = Gauge(
+            "switchman_snapshot_bytes",
+            "Serialized size of the current snapshot, by node group",
+            ["group"],
+            registry=r,
+        )
         self.diagnostics = Gauge(
             "switchman_diagnostics", "Current diagnostics", ["reason", "severity"], registry=r
         )

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from controlplane.metrics import Metrics
 from controlplane.store import ResourceStore
-from controlplane.xds.cache import Snapshot, SnapshotCache, make_snapshot
+from controlplane.xds.cache import Snapshot, SnapshotCache, make_snapshot, snapshot_bytes
 from translators.envoy import BackendCache, build_resources
 from translators.errors import Diagnostic
+from translators.groups import DEFAULT_GROUP, NodeGroup, restrict
 from translators.incremental import IncrementalTranslator
 from translators.ir import IR
 from translators.options import Options
@@ -42,23 +43,29 @@ class Pipeline:
     diagnostics: tuple[Diagnostic, ...] = ()
     published: asyncio.Event = field(default_factory=asyncio.Event)
     _reported: frozenset[Diagnostic] = frozenset()
+    groups: tuple[NodeGroup, ...] = ()
     _translator: IncrementalTranslator | None = None
-    _backend: BackendCache = field(default_factory=BackendCache)
+    _backends: dict[str, BackendCache] = field(default_factory=dict)
     _last_run: float = 0.0
 
-    def translate(self) -> Snapshot | None:
-        """One full translation of the store. None on an internal error."""
+    def translate(self) -> dict[str, Snapshot] | None:
+        """Translate what changed; one snapshot per node group (the default group included).
+        None on an internal error."""
         started = time.perf_counter()
         try:
             if self._translator is None:
                 self._translator = IncrementalTranslator(self.options)
             _, world_diags, result = self._translator.update(self.store.chunks())
-            resources = build_resources(result.ir, self._backend)
-            snapshot = make_snapshot(resources, self.cache.snapshot)
+            snapshots: dict[str, Snapshot] = {}
+            for group in (NodeGroup(name=DEFAULT_GROUP, entrypoints=()), *self.groups):
+                backend = self._backends.setdefault(group.name, BackendCache())
+                resources = build_resources(restrict(result.ir, group), backend)
+                previous = self.cache.snapshots.get(group.name)
+                snapshots[group.name] = make_snapshot(resources, previous)
         except Exception:
             # Start the next translation from scratch: no half-updated state is trusted.
             self._translator = None
-            self._backend = BackendCache()
+            self._backends = {}
             self.metrics.translations.labels(result="error").inc()
             log.exception("internal error during translation; the last good snapshot keeps serving")
             return None
@@ -68,7 +75,7 @@ class Pipeline:
         self.ir = result.ir
         diags = tuple(sorted({*self.store.diagnostics(), *world_diags, *result.diagnostics}))
         self._report(diags)
-        return snapshot
+        return snapshots
 
     def _settle_heap(self, recomputed: int, total: int) -> None:
         """After a large translation, move what it built out of the cyclic collector's sight.
@@ -103,13 +110,20 @@ class Pipeline:
     async def publish_once(self) -> bool:
         if not self.store.synced:
             return False  # never publish before the first full sync of every source
-        snapshot = self.translate()
+        snapshots = self.translate()
         self._last_run = time.monotonic()
-        if snapshot is None:
+        if snapshots is None:
             return False
-        if await self.cache.set_snapshot(snapshot):
+        if await self.cache.set_snapshots(snapshots):
             self.metrics.snapshots.inc()
-            log.info("published snapshot %s", snapshot.version)
+            for group, snapshot in sorted(snapshots.items()):
+                self.metrics.snapshot_bytes.labels(group=group or "default").set(
+                    snapshot_bytes(snapshot)
+                )
+            log.info(
+                "published snapshot %s",
+                ", ".join(f"{g or 'default'}={s.version}" for g, s in sorted(snapshots.items())),
+            )
         self.published.set()
         return True
 

@@ -15,17 +15,35 @@ from controlplane.authz import AuthorizationService
 from controlplane.authz import add_to_server as add_authz_to_server
 from controlplane.metrics import Metrics
 from controlplane.pipeline import Pipeline
-from controlplane.settings import ServeSettings
+from controlplane.settings import GrpcSettings, ServeSettings
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.csds import ClientStatusService
 from controlplane.xds.csds import add_to_server as add_csds
+from controlplane.xds.groups import NodeGrouper
 from controlplane.xds.server import AggregatedDiscoveryService, add_to_server
 
 log = logging.getLogger("switchman")
 
-MAX_MESSAGE = 64 * 1024 * 1024  # gRPC's 4 MB default breaks large RouteConfigurations
+
+def grpc_server_options(settings: GrpcSettings) -> list[tuple[str, int]]:
+    """The gRPC channel arguments of the xDS server (gRPC core's doc/keepalive.md)."""
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", round(settings.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout * 1000)),
+        # Recent gRPC cores time a keepalive ping out by the generic ping timeout (one minute by
+        # default), not by keepalive_timeout_ms: set both (measured: tests/test_xds_grpc.py).
+        ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(settings.keepalive_permit_without_calls)),
+        # Pings an Envoy may send while no data flows, before they count as abuse ("strikes").
+        ("grpc.http2.min_ping_interval_without_data_ms", round(settings.min_ping_interval * 1000)),
+        # Older gRPC cores stop their keepalive pings after two without data unless told so;
+        # xDS streams stay quiet for hours between changes, and a dead Envoy must still be found.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 async def serve(settings: ServeSettings) -> None:
@@ -45,23 +63,18 @@ async def serve(settings: ServeSettings) -> None:
         metrics=metrics,
         debounce=settings.debounce,
         max_delay=settings.max_delay,
+        groups=settings.node_groups,
     )
-    ads = AggregatedDiscoveryService(cache, metrics)
+    ads = AggregatedDiscoveryService(
+        cache, metrics, grouper=NodeGrouper(settings.node_groups, settings.group_by)
+    )
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ]
-    )
+    server = grpc.aio.server(options=grpc_server_options(settings.grpc))
     add_to_server(server, ads)
     add_csds(server, ClientStatusService(ads.nodes))
     # Envoy's ext_authz filter asks the same port (basicAuth/digestAuth users; authz.py).
-    add_authz_to_server(server, AuthorizationService(lambda: pipeline.ir))
+    authz = AuthorizationService(lambda: pipeline.ir)
+    add_authz_to_server(server, authz)
     host, port = settings.xds_address
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:
@@ -97,5 +110,6 @@ async def serve(settings: ServeSettings) -> None:
         for t in tasks:
             t.cancel()
         await server.stop(grace=1)
+        await authz.close()  # forwardAuth's pooled connections to auth servers
         await runner.cleanup()
         log.info("stopped")

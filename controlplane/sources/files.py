@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,7 @@ class FileSource:
     name = "files"
 
     def __init__(self, directory: Path, store: ResourceStore, *, debounce_ms: int = 20) -> None:
-        self.directory = directory
+        self.directory = directory.absolute()  # the watcher reports absolute paths
         self.store = store
         self.debounce_ms = debounce_ms
         self.files: dict[Path, FileState] = {}
@@ -277,6 +277,8 @@ class FileSource:
         ``touched`` are paths the watcher reported: re-read even if their stat looks unchanged
         (two same-size writes within one timestamp tick).
         """
+        if touched and self._known_files_only(touched):
+            return self._rescan(p for p in touched if p.name.endswith(_SUFFIXES))
         seen: set[Path] = set()
         changed = False
         for path in self._walk():
@@ -292,6 +294,37 @@ class FileSource:
                 changed = True
         for path in set(self.files) - seen:
             del self.files[path]
+            changed = True
+        return changed
+
+    def _known_files_only(self, touched: frozenset[Path]) -> bool:
+        """True when the watcher's paths are files already read (edited or deleted) or files
+        this source never reads: then the walk can be skipped. A new file, a directory, or a
+        hidden path (a ConfigMap's ``..data`` swap) needs the full walk."""
+        for path in touched:
+            if not path.is_relative_to(self.directory):
+                return False
+            if any(part.startswith(".") for part in path.relative_to(self.directory).parts[:-1]):
+                return False
+            if path.name.startswith("."):
+                continue  # an editor's or our benchmark's temporary file
+            if path.name.endswith(_SUFFIXES):
+                if path not in self.files:
+                    return False
+            elif path.is_dir():
+                return False
+        return True
+
+    def _rescan(self, paths: Iterable[Path]) -> bool:
+        changed = False
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                if self.files.pop(path, None) is not None:
+                    changed = True
+                continue
+            self._load_file(path, (st.st_ino, st.st_mtime_ns, st.st_size))
             changed = True
         return changed
 

@@ -18,7 +18,8 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from translators.envoy import TYPE_ORDER, Resources
-from translators.envoy.wire import message_of
+from translators.envoy.wire import changed_positions, message_of
+from translators.groups import DEFAULT_GROUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class Prepared:
     version: str
     packed: any_pb2.Any
     resource: Any  # the proto, or ``Encoded`` bytes
+    # 64 bits of a hash of name and version: a type's version is their sum (see make_snapshot).
+    digest: int = 0
 
     @property
     def message(self) -> Any:
@@ -40,6 +43,8 @@ class TypeSnapshot:
     # The back end's (name, message) tuple this was made from: handed the same tuple again
     # (BackendCache does that for a type that did not change), the TypeSnapshot is reused.
     source: tuple[tuple[str, Any], ...] = ()
+    digest: int = 0  # the version as a number: the sum of the resources' digests
+    size: int = 0  # serialized bytes of every resource
 
     def subset_version(self, names: Iterable[str]) -> str:
         h = hashlib.sha256()
@@ -69,10 +74,19 @@ def _prepare(name: str, message: Any, previous: Prepared | None) -> Prepared:
     if previous is not None and previous.version == version:
         return previous  # same bytes: share the packed Any with the previous snapshot
     packed = any_pb2.Any(type_url=f"type.googleapis.com/{message.DESCRIPTOR.full_name}", value=data)
-    return Prepared(name=name, version=version, packed=packed, resource=message)
+    digest = int.from_bytes(hashlib.blake2b(f"{name}={version}".encode(), digest_size=8).digest())
+    return Prepared(name=name, version=version, packed=packed, resource=message, digest=digest)
+
+
+_MASK = (1 << 64) - 1
 
 
 def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Snapshot:
+    """Per type, each resource prepared once; reuses everything the previous snapshot has.
+
+    A type's version is the sum (mod 2^64) of its resources' (name, version) hashes: it depends
+    only on the content, and an edit that replaces a few resources updates it by difference.
+    """
     types: dict[str, TypeSnapshot] = {}
     overall = hashlib.sha256()
     for type_url in TYPE_ORDER:
@@ -80,45 +94,103 @@ def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Sna
         entries = resources.by_type.get(type_url, ())
         if prev_type is not None and entries and prev_type.source is entries:
             types[type_url] = prev_type  # the very same input: the same resources and version
-            overall.update(f"{type_url}={prev_type.version};".encode())
-            continue
-        prepared: dict[str, Prepared] = {}
-        for name, message in entries:
-            prev = prev_type.resources.get(name) if prev_type else None
-            prepared[name] = _prepare(name, message, prev)
-        h = hashlib.sha256()
-        for name in sorted(prepared):
-            h.update(f"{name}={prepared[name].version};".encode())
-        version = h.hexdigest()[:16]
-        overall.update(f"{type_url}={version};".encode())
-        types[type_url] = TypeSnapshot(
-            resources=MappingProxyType(prepared), version=version, source=entries
-        )
+        else:
+            types[type_url] = _spliced(prev_type, entries) or _prepared(prev_type, entries)
+        overall.update(f"{type_url}={types[type_url].version};".encode())
     return Snapshot(types=MappingProxyType(types), version=overall.hexdigest()[:16])
 
 
+def _type_snapshot(
+    prepared: dict[str, Prepared], acc: int, size: int, entries: tuple[tuple[str, Any], ...]
+) -> TypeSnapshot:
+    return TypeSnapshot(
+        resources=MappingProxyType(prepared),
+        version=f"{acc:016x}",
+        source=entries,
+        digest=acc,
+        size=size,
+    )
+
+
+def _prepared(prev_type: TypeSnapshot | None, entries: tuple[tuple[str, Any], ...]) -> TypeSnapshot:
+    prepared: dict[str, Prepared] = {}
+    for name, message in entries:
+        prev = prev_type.resources.get(name) if prev_type else None
+        prepared[name] = _prepare(name, message, prev)
+    acc = sum(p.digest for p in prepared.values()) & _MASK
+    size = sum(len(p.packed.value) for p in prepared.values())
+    return _type_snapshot(prepared, acc, size, entries)
+
+
+def _spliced(
+    prev_type: TypeSnapshot | None, entries: tuple[tuple[str, Any], ...]
+) -> TypeSnapshot | None:
+    """The same names in the same places, a few messages replaced: prepare only those."""
+    if prev_type is None or not prev_type.source or len(prev_type.source) != len(entries):
+        return None
+    old = prev_type.source
+    changed = changed_positions(old, entries)
+    if any(entries[k][0] != old[k][0] for k in changed):
+        return None
+    prepared = dict(prev_type.resources)
+    acc, size = prev_type.digest, prev_type.size
+    for k in changed:
+        name, message = entries[k]
+        before = prepared[name]
+        after = _prepare(name, message, before)
+        prepared[name] = after
+        acc = (acc - before.digest + after.digest) & _MASK
+        size += len(after.packed.value) - len(before.packed.value)
+    return _type_snapshot(prepared, acc, size, entries)
+
+
+def snapshot_bytes(snapshot: Snapshot) -> int:
+    """The serialized size of every resource in a snapshot."""
+    return sum(ts.size for ts in snapshot.types.values())
+
+
 class SnapshotCache:
-    """Holds the current snapshot; streams wait on it for changes."""
+    """Holds the current snapshot of each node group; streams wait on it for changes.
+
+    Groups are published together (one generation), so the Envoys of every group move to the
+    same translation at once. A node whose group has no snapshot of its own gets the default
+    group's.
+    """
 
     def __init__(self) -> None:
-        self._snapshot: Snapshot | None = None
+        self._snapshots: Mapping[str, Snapshot] = MappingProxyType({})
         self._changed = asyncio.Condition()
         self._generation = 0
 
     @property
     def snapshot(self) -> Snapshot | None:
-        return self._snapshot
+        """The default group's snapshot."""
+        return self._snapshots.get(DEFAULT_GROUP)
+
+    @property
+    def snapshots(self) -> Mapping[str, Snapshot]:
+        return self._snapshots
+
+    def snapshot_for(self, group: str) -> Snapshot | None:
+        return self._snapshots.get(group) or self._snapshots.get(DEFAULT_GROUP)
 
     @property
     def generation(self) -> int:
         return self._generation
 
     async def set_snapshot(self, snapshot: Snapshot) -> bool:
-        """Publish; returns False when nothing changed (nobody is woken)."""
-        if self._snapshot is not None and self._snapshot.version == snapshot.version:
+        """Publish the default group only; returns False when nothing changed."""
+        return await self.set_snapshots({DEFAULT_GROUP: snapshot})
+
+    async def set_snapshots(self, snapshots: Mapping[str, Snapshot]) -> bool:
+        """Publish every group; returns False when nothing changed (nobody is woken)."""
+        current = self._snapshots
+        if current.keys() == snapshots.keys() and all(
+            current[g].version == s.version for g, s in snapshots.items()
+        ):
             return False
         async with self._changed:
-            self._snapshot = snapshot
+            self._snapshots = MappingProxyType(dict(snapshots))
             self._generation += 1
             self._changed.notify_all()
         return True

@@ -15,19 +15,23 @@ for a name subscribed explicitly that does not exist, at once (R13). Points that
   update is unacknowledged (bounded), and clusters are removed only once the listeners and routes
   of the current snapshot are acknowledged.
 - One update per type in flight at a time, like a SotW watch.
+- A type is looked at again only when its request state changed or the snapshot did (``dirty``,
+  ``seen``): a stream woken for a Route change does not rescan its thousand endpoints.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
-from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
-from controlplane.xds.server import NodeStatus, StreamBase, register_node, short_type
-from translators.envoy import CLUSTER, LISTENER, ROUTE, TYPE_ORDER
+from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache, TypeSnapshot
+from controlplane.xds.server import NodeStatus, StreamBase, Subsets, short_type
+from translators.envoy import CLUSTER, LISTENER, ROUTE
 
 log = logging.getLogger("switchman.xds.delta")
 
@@ -46,6 +50,8 @@ class DeltaTypeState:
     holding: dict[str, Prepared] = field(default_factory=dict)  # as of the update in flight
     acked: str | None = None
     last_nack: str = ""
+    dirty: bool = True  # a request changed what is due since the type was last looked at
+    seen: TypeSnapshot | None = None  # the snapshot of this type it was last looked at against
 
 
 class DeltaStream(StreamBase):
@@ -55,19 +61,21 @@ class DeltaStream(StreamBase):
         metrics: Metrics,
         registry: dict[int, NodeStatus],
         warm_timeout: float = 2.0,
+        subsets: Subsets | None = None,
+        grouper: Callable[[Any], str] | None = None,
     ) -> None:
-        super().__init__(cache, metrics, registry, warm_timeout)
+        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper)
         self.states: dict[str, DeltaTypeState] = {}
 
     def on_request(self, req: discovery_v3.DeltaDiscoveryRequest, now: float) -> None:
         if req.HasField("node") and self.status is None:
-            self.status = register_node(self.registry, id(self), req.node, protocol="delta")
-            self.node_id = req.node.id
+            self.register(req.node, "delta")
         if not req.type_url:
             log.warning("delta request without type_url from node %s ignored", self.node_id)
             return
         t = short_type(req.type_url)
         st = self.states.setdefault(req.type_url, DeltaTypeState())
+        st.dirty = True
         if req.response_nonce and req.response_nonce == st.sent_nonce and st.in_flight:
             st.in_flight = False
             if req.HasField("error_detail"):
@@ -109,19 +117,25 @@ class DeltaStream(StreamBase):
             if not st.wildcard:
                 st.known.pop(name, None)
 
+    def watches(self, changed: Mapping[str, frozenset[str]]) -> bool:
+        for type_url, names in changed.items():
+            st = self.states.get(type_url)
+            if st is not None and (st.wildcard or not st.subscribed.isdisjoint(names)):
+                return True
+        return False
+
     # -- responses ------------------------------------------------------------------------------
 
-    def pending_responses(
+    def next_response(
         self, now: float
-    ) -> tuple[list[discovery_v3.DeltaDiscoveryResponse], float | None]:
-        snapshot = self.cache.snapshot
+    ) -> tuple[discovery_v3.DeltaDiscoveryResponse | None, float | None]:
+        snapshot = self.snapshot()
         if snapshot is None:
-            return [], None
-        out: list[discovery_v3.DeltaDiscoveryResponse] = []
+            return None, None
         retry_at: float | None = None
-        for type_url in (*TYPE_ORDER, *sorted(set(self.states) - set(TYPE_ORDER))):
-            st = self.states.get(type_url)
-            if st is None or st.in_flight:
+        for type_url in self._type_order():
+            st = self.states[type_url]
+            if st.in_flight:
                 continue
             if type_url in (LISTENER, ROUTE):
                 gate = self._warming_gate(now)
@@ -130,8 +144,19 @@ class DeltaStream(StreamBase):
                     continue
             resp = self._respond(type_url, st, snapshot, now)
             if resp is not None:
-                out.append(resp)
-        return out, retry_at
+                return resp, None
+        return None, retry_at
+
+    def pending_responses(
+        self, now: float
+    ) -> tuple[list[discovery_v3.DeltaDiscoveryResponse], float | None]:
+        """Every response due now (tests; the server takes them one at a time)."""
+        out: list[discovery_v3.DeltaDiscoveryResponse] = []
+        while True:
+            resp, retry_at = self.next_response(now)
+            if resp is None:
+                return out, retry_at
+            out.append(resp)
 
     def _settled(self, snapshot: Snapshot) -> bool:
         """Listeners and routes of this snapshot are with the client, acknowledged."""
@@ -151,6 +176,10 @@ class DeltaStream(StreamBase):
         self, type_url: str, st: DeltaTypeState, snapshot: Snapshot, now: float
     ) -> discovery_v3.DeltaDiscoveryResponse | None:
         ts = snapshot.get(type_url)
+        if not st.dirty and st.seen is ts:
+            return None  # nothing asked for and nothing changed since the last look
+        st.seen = ts
+        st.dirty = False
         wanted = [name for name in ts.resources if st.wildcard or name in st.subscribed]
         send = [
             n for n in sorted(wanted) if st.known.get(n) != ts.resources[n].version or n in st.force
@@ -163,6 +192,7 @@ class DeltaStream(StreamBase):
         )
         if type_url == CLUSTER and removed and not self._settled(snapshot):
             removed = []  # make-before-break: clusters go once the new routes are in place
+            st.dirty = True  # look again when the routes are acknowledged
         if not send and not removed and not absent:
             return None
         nonce = str(next(self._nonce))

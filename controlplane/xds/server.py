@@ -15,6 +15,20 @@ One ``SotwStream`` per Envoy connection. Protocol points that bite (reference/xd
   responses wait while a Cluster or Endpoint response is unacknowledged (bounded by
   ``warm_timeout``); clusters that disappear from the snapshot stay in CDS until the routes of
   the new snapshot are acknowledged, then a second CDS response removes them.
+
+Fan-out and backpressure (``AggregatedDiscoveryService``):
+
+- One task per service (``_fan_out``) waits for new snapshots, works out which resources changed,
+  and wakes only the streams that watch one of them (an endpoint change wakes the streams that
+  subscribed to that cluster's ClusterLoadAssignment, not every Envoy: Contour #6743). Waking is
+  setting an ``asyncio.Event``: publishing never awaits a stream, let alone its writes.
+- Each stream's coroutine builds one response at a time, from the latest snapshot, just before
+  writing it. A ``grpc.aio`` write does not complete until HTTP/2 flow control lets the bytes
+  out, so an Envoy that stops reading parks its own coroutine in that write, and nobody else's.
+  While parked it holds the one response being written and its state (what was sent, what is
+  subscribed); new snapshots only set its event. When it writes again it answers from the newest
+  snapshot: a stream never holds a queue of snapshots. Requests are applied as they arrive (the
+  newest of a type replaces the earlier ones), so nothing queues on the way in either.
 """
 
 from __future__ import annotations
@@ -23,26 +37,29 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
-from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
+from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache, TypeSnapshot
 from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
+from translators.groups import DEFAULT_GROUP
 
 log = logging.getLogger("switchman.xds")
 
 _WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+_EMPTY: Mapping[str, Prepared] = MappingProxyType({})
 
 
 @dataclass(slots=True)
 class TypeState:
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()
     wildcard: bool = True
     explicitly_subscribed: bool = False
     watch_open: bool = False
@@ -50,8 +67,9 @@ class TypeState:
     sent_version: str | None = None
     sent_nonce: str = ""
     sent_at: float = 0.0
-    sent_names: frozenset[str] = frozenset()
-    sent_resources: dict[str, Prepared] = field(default_factory=dict)
+    # What the last response held: a read-only mapping shared with the snapshot or with other
+    # streams that asked for the same names, never a copy per stream.
+    sent_resources: Mapping[str, Prepared] = field(default_factory=lambda: _EMPTY)
     in_flight: bool = False
     acked_version: str | None = None
     nacked_version: str | None = None
@@ -67,16 +85,17 @@ class NodeStatus:
     user_agent: str
     connected_at: float
     protocol: str = "sotw"
+    group: str = DEFAULT_GROUP  # its node group (docs/xds.md); "" is the default group
     acked: dict[str, str | None] = field(default_factory=dict)
     last_nack: dict[str, str] = field(default_factory=dict)
     # What the Envoy acknowledged holding, per type URL (for CSDS).
-    holdings: dict[str, dict[str, Prepared]] = field(default_factory=dict)
+    holdings: dict[str, Mapping[str, Prepared]] = field(default_factory=dict)
     # A rejected update per type URL: what was sent, and Envoy's message.
-    rejected: dict[str, tuple[dict[str, Prepared], str]] = field(default_factory=dict)
+    rejected: dict[str, tuple[Mapping[str, Prepared], str]] = field(default_factory=dict)
 
 
 def register_node(
-    registry: dict[int, NodeStatus], key: int, node: Any, protocol: str
+    registry: dict[int, NodeStatus], key: int, node: Any, protocol: str, group: str = ""
 ) -> NodeStatus:
     """Record the Envoy behind a stream (only the first request is sure to carry ``node``)."""
     build = node.user_agent_build_version.version
@@ -86,9 +105,76 @@ def register_node(
         user_agent=f"{node.user_agent_name}/{build.major_number}.{build.minor_number}",
         connected_at=time.time(),
         protocol=protocol,
+        group=group,
     )
     registry[key] = status
     return status
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    types: TypeSnapshot
+    version: str
+    resources: Mapping[str, Prepared]
+
+
+class Subsets:
+    """Answers to named subscriptions, shared by every stream.
+
+    The Envoys of one fleet subscribe to the same names (every cluster's endpoints, the same route
+    configuration), so the version and contents of a subset are worked out once per snapshot, not
+    once per stream, and the streams share one frozenset of names and one mapping.
+    """
+
+    LIMIT = 4096  # distinct subscriptions remembered; past that the memo starts again
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, frozenset[str]], Subset] = {}
+        self._names: dict[frozenset[str], frozenset[str]] = {}
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        if len(self._names) >= self.LIMIT and names not in self._names:
+            self._names.clear()
+        return self._names.setdefault(names, names)
+
+    def get(self, type_url: str, ts: TypeSnapshot, names: frozenset[str]) -> Subset:
+        key = (type_url, names)
+        hit = self._memo.get(key)
+        if hit is not None and hit.types is ts:
+            return hit
+        have = ts.resources
+        resources = MappingProxyType({n: have[n] for n in sorted(names) if n in have})
+        subset = Subset(types=ts, version=ts.subset_version(names), resources=resources)
+        if len(self._memo) >= self.LIMIT and key not in self._memo:
+            self._memo.clear()
+        self._memo[key] = subset
+        return subset
+
+
+def changed_names(old: Snapshot | None, new: Snapshot) -> dict[str, frozenset[str]]:
+    """Per type URL, the names added, removed or changed from ``old`` to ``new``."""
+    out: dict[str, frozenset[str]] = {}
+    for type_url in sorted(set(new.types) | set(old.types if old else ())):
+        now = new.get(type_url)
+        before = old.types.get(type_url) if old else None
+        if before is None:
+            if now.resources:
+                out[type_url] = frozenset(now.resources)
+            continue
+        if before.version == now.version:
+            continue
+        prev = before.resources
+        names = {n for n, p in now.resources.items() if prev.get(n) is not p}
+        names.update(n for n in prev if n not in now.resources)
+        out[type_url] = frozenset(
+            n for n in names if _version(prev, n) != _version(now.resources, n)
+        )
+    return out
+
+
+def _version(resources: Mapping[str, Prepared], name: str) -> str | None:
+    res = resources.get(name)
+    return None if res is None else res.version
 
 
 class StreamBase:
@@ -102,14 +188,43 @@ class StreamBase:
         metrics: Metrics,
         registry: dict[int, NodeStatus],
         warm_timeout: float = 2.0,
+        subsets: Subsets | None = None,
+        grouper: Callable[[Any], str] | None = None,
     ) -> None:
         self.cache = cache
         self.metrics = metrics
         self.registry = registry
         self.warm_timeout = warm_timeout
+        self.subsets = subsets or Subsets()
+        self.grouper = grouper
+        self.group = DEFAULT_GROUP
         self.node_id = ""
         self.status: NodeStatus | None = None
         self._nonce = itertools.count(1)
+        # Set by requests, by the fan-out for a snapshot change this stream watches, and when the
+        # client goes away; the stream's coroutine waits on it.
+        self.wake = asyncio.Event()
+        self.wakeups = 0  # snapshot changes that woke this stream (tests, benchmarks)
+        self.responses = 0  # responses built and handed to gRPC
+        self.writing = False  # a response is in gRPC's hands, waiting for flow control
+        self.closed = False
+
+    def on_request(self, req: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def next_response(self, now: float) -> tuple[Any | None, float | None]:
+        """The next response due, built from the latest snapshot; or None and when to look again
+        (a make-before-break gate that times out)."""
+        raise NotImplementedError
+
+    def watches(self, changed: Mapping[str, frozenset[str]]) -> bool:
+        """Whether a snapshot change touching ``changed`` (type URL → names) concerns us."""
+        raise NotImplementedError
+
+    def _type_order(self) -> list[str]:
+        """The types this stream asked for, in make-before-break order (unknown types last)."""
+        known = [t for t in TYPE_ORDER if t in self.states]
+        return known + sorted(set(self.states) - set(TYPE_ORDER))
 
     def _warming_gate(self, now: float) -> float | None:
         """While a Cluster or Endpoint update is unacknowledged (at most ``warm_timeout``),
@@ -123,6 +238,15 @@ class StreamBase:
     def close(self) -> None:
         self.registry.pop(id(self), None)
 
+    def register(self, node: Any, protocol: str) -> None:
+        """The first request's node: who this is, and which node group's snapshot it gets."""
+        self.node_id = node.id
+        self.group = self.grouper(node) if self.grouper is not None else DEFAULT_GROUP
+        self.status = register_node(self.registry, id(self), node, protocol, self.group)
+
+    def snapshot(self) -> Snapshot | None:
+        return self.cache.snapshot_for(self.group)
+
 
 class SotwStream(StreamBase):
     def __init__(
@@ -131,18 +255,20 @@ class SotwStream(StreamBase):
         metrics: Metrics,
         registry: dict[int, NodeStatus],
         warm_timeout: float = 2.0,
+        subsets: Subsets | None = None,
+        grouper: Callable[[Any], str] | None = None,
     ) -> None:
-        super().__init__(cache, metrics, registry, warm_timeout)
+        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper)
         self.states: dict[str, TypeState] = {}
         self._retained: dict[str, Prepared] = {}
-        self._sent_clusters: dict[str, Prepared] = {}
+        self._sent_clusters: Mapping[str, Prepared] = _EMPTY
+        self._removals_checked: tuple[Mapping[str, Prepared], Mapping[str, Prepared]] | None = None
 
     # -- requests -------------------------------------------------------------------------------
 
     def on_request(self, req: discovery_v3.DiscoveryRequest, now: float = 0.0) -> None:
         if req.HasField("node") and not self.node_id:
-            self.node_id = req.node.id
-            self.status = register_node(self.registry, id(self), req.node, protocol="sotw")
+            self.register(req.node, "sotw")
         type_url = req.type_url
         if not type_url:
             log.warning("request without type_url from node %s ignored", self.node_id)
@@ -168,7 +294,7 @@ class SotwStream(StreamBase):
                 if self.status:
                     self.status.last_nack[short_type(type_url)] = req.error_detail.message
                     self.status.rejected[type_url] = (
-                        dict(state.sent_resources),
+                        state.sent_resources,
                         req.error_detail.message,
                     )
             else:
@@ -176,14 +302,14 @@ class SotwStream(StreamBase):
                 state.nacked_version = None
                 if self.status:
                     self.status.acked[short_type(type_url)] = state.sent_version
-                    self.status.holdings[type_url] = dict(state.sent_resources)
+                    self.status.holdings[type_url] = state.sent_resources
                     self.status.rejected.pop(type_url, None)
                 self.metrics.acks.labels(type=short_type(type_url)).inc()
                 if state.sent_at:
                     self.metrics.push_latency.labels(type=short_type(type_url)).observe(
                         time.monotonic() - state.sent_at
                     )
-        names = set(req.resource_names)
+        names = frozenset(req.resource_names)
         if names:
             state.explicitly_subscribed = True
         wildcard = (
@@ -191,27 +317,33 @@ class SotwStream(StreamBase):
             or (type_url in _WILDCARD_TYPES and not names)
             or "*" in names
         )
+        names = self.subsets.intern(names - {"*"} if "*" in names else names)
         if names != state.names or wildcard != state.wildcard or first:
             state.force = True
-        state.names = names - {"*"}
+        state.names = names
         state.wildcard = wildcard
         state.watch_open = True
 
+    def watches(self, changed: Mapping[str, frozenset[str]]) -> bool:
+        for type_url, names in changed.items():
+            st = self.states.get(type_url)
+            if st is not None and (st.wildcard or not st.names.isdisjoint(names)):
+                return True
+        return False
+
     # -- responses ------------------------------------------------------------------------------
 
-    def pending_responses(
+    def next_response(
         self, now: float
-    ) -> tuple[list[discovery_v3.DiscoveryResponse], float | None]:
-        """Responses due now, in make-before-break order, and when to look again if gated."""
-        snapshot = self.cache.snapshot
+    ) -> tuple[discovery_v3.DiscoveryResponse | None, float | None]:
+        snapshot = self.snapshot()
         if snapshot is None:
-            return [], None  # nothing is published before the first full sync
-        out: list[discovery_v3.DiscoveryResponse] = []
+            return None, None  # nothing is published before the first full sync
         retry_at: float | None = None
         self._track_cluster_removals(snapshot)
-        for type_url in (*TYPE_ORDER, *sorted(set(self.states) - set(TYPE_ORDER))):
-            state = self.states.get(type_url)
-            if state is None or not state.watch_open:
+        for type_url in self._type_order():
+            state = self.states[type_url]
+            if not state.watch_open:
                 continue
             if type_url in (LISTENER, ROUTE):
                 gate = self._warming_gate(now)
@@ -220,58 +352,74 @@ class SotwStream(StreamBase):
                     continue
             resp = self._respond(type_url, state, snapshot, now)
             if resp is not None:
-                out.append(resp)
-        if self._maybe_release_retained():
+                return resp, None
+        if self._maybe_release_retained(snapshot):
             cds = self.states[CLUSTER]
             if cds.watch_open:
                 resp = self._respond(CLUSTER, cds, snapshot, now)
                 if resp is not None:
-                    out.append(resp)
-        return out, retry_at
+                    return resp, None
+        return None, retry_at
+
+    def pending_responses(
+        self, now: float
+    ) -> tuple[list[discovery_v3.DiscoveryResponse], float | None]:
+        """Every response due now, in make-before-break order (tests; the server takes them one
+        at a time with ``next_response``)."""
+        out: list[discovery_v3.DiscoveryResponse] = []
+        while True:
+            resp, retry_at = self.next_response(now)
+            if resp is None:
+                return out, retry_at
+            out.append(resp)
 
     def _track_cluster_removals(self, snapshot: Snapshot) -> None:
         """Clusters this stream was sent that the snapshot no longer has: keep them for now."""
         current = snapshot.get(CLUSTER).resources
+        pair = (self._sent_clusters, current)
+        if self._removals_checked is not None and all(
+            a is b for a, b in zip(pair, self._removals_checked, strict=True)
+        ):
+            return  # same sent set against the same snapshot: nothing new to find
         for name, prepared in self._sent_clusters.items():
             if name not in current:
                 self._retained.setdefault(name, prepared)
         for name in [n for n in self._retained if n in current]:
             del self._retained[name]
+        self._removals_checked = pair
 
-    def _maybe_release_retained(self) -> bool:
+    def _maybe_release_retained(self, snapshot: Snapshot) -> bool:
         """Drop retained clusters once the new routes and listeners are acknowledged."""
         if not self._retained:
             return False
-        snapshot = self.cache.snapshot
-        assert snapshot is not None
         for t in (LISTENER, ROUTE):
             st = self.states.get(t)
             if st is None:
                 continue
-            if st.in_flight or st.sent_version != self._expected_version(t, st, snapshot):
+            if st.in_flight or st.sent_version != self._subset(t, st, snapshot)[0]:
                 return False
         self._retained.clear()
+        self._removals_checked = None
         return CLUSTER in self.states
 
-    def _expected_version(self, type_url: str, state: TypeState, snapshot: Snapshot) -> str:
+    def _subset(
+        self, type_url: str, state: TypeState, snapshot: Snapshot
+    ) -> tuple[str, Mapping[str, Prepared]]:
         ts = snapshot.get(type_url)
         if state.wildcard:
-            return ts.version
-        return ts.subset_version(state.names)
+            return ts.version, ts.resources
+        subset = self.subsets.get(type_url, ts, state.names)
+        return subset.version, subset.resources
 
     def _respond(
         self, type_url: str, state: TypeState, snapshot: Snapshot, now: float
     ) -> discovery_v3.DiscoveryResponse | None:
-        ts = snapshot.get(type_url)
-        if state.wildcard:
-            chosen = dict(ts.resources)
-            version = ts.version
-        else:
-            chosen = {n: ts.resources[n] for n in sorted(state.names) if n in ts.resources}
-            version = ts.subset_version(state.names)
+        version, chosen = self._subset(type_url, state, snapshot)
         if type_url == CLUSTER and self._retained:
+            merged = dict(chosen)
             for name, prepared in self._retained.items():
-                chosen.setdefault(name, prepared)
+                merged.setdefault(name, prepared)
+            chosen = MappingProxyType(merged)
             version = f"{version}+{len(self._retained)}r"
         if not state.force and version == state.sent_version:
             return None
@@ -286,7 +434,6 @@ class SotwStream(StreamBase):
         )
         state.sent_version = version
         state.sent_nonce = nonce
-        state.sent_names = frozenset(chosen)
         state.sent_resources = chosen
         state.sent_at = now
         state.watch_open = False
@@ -308,94 +455,159 @@ def short_type(type_url: str) -> str:
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, warm_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        warm_timeout: float = 2.0,
+        grouper: Callable[[Any], str] | None = None,
+    ) -> None:
         self.cache = cache
+        self.grouper = grouper
         self.metrics = metrics
         self.warm_timeout = warm_timeout
         self.nodes: dict[int, NodeStatus] = {}
+        # Open streams (both variants), by id: what the fan-out wakes.
+        self.streams: dict[int, StreamBase] = {}
+        self.subsets = Subsets()
+        self._fan_out_task: asyncio.Task[None] | None = None
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_v3.DiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_v3.DiscoveryResponse]:
-        stream = SotwStream(self.cache, self.metrics, self.nodes, self.warm_timeout)
-        async for resp in self._serve(stream, request_iterator):
-            yield resp
+    ) -> None:
+        stream = SotwStream(
+            self.cache, self.metrics, self.nodes, self.warm_timeout, self.subsets, self.grouper
+        )
+        await self._serve(stream, request_iterator, context)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_v3.DeltaDiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_v3.DeltaDiscoveryResponse]:
+    ) -> None:
         from controlplane.xds.delta import DeltaStream
 
-        stream = DeltaStream(self.cache, self.metrics, self.nodes, self.warm_timeout)
-        async for resp in self._serve(stream, request_iterator):
-            yield resp
+        stream = DeltaStream(
+            self.cache, self.metrics, self.nodes, self.warm_timeout, self.subsets, self.grouper
+        )
+        await self._serve(stream, request_iterator, context)
+
+    # -- fan-out --------------------------------------------------------------------------------
+
+    async def _fan_out(self, seen: Mapping[str, Snapshot], generation: int) -> None:
+        """Wake the streams that watch what a new snapshot of their node group changed; never
+        await a stream.
+
+        ``seen`` and ``generation`` are read when the first stream attaches, not when this task
+        first runs: a snapshot published in between must still wake that stream."""
+        while True:
+            generation = await self.cache.wait_changed(generation)
+            snapshots = self.cache.snapshots
+            if snapshots is seen:
+                continue
+            streams = list(self.streams.values())
+            try:
+                changed = {
+                    group: changed_names(seen.get(group), snap)
+                    for group, snap in snapshots.items()
+                    if snap is not seen.get(group)
+                }
+                woken = [
+                    s
+                    for s in streams
+                    if (c := changed.get(s.group if s.group in snapshots else DEFAULT_GROUP))
+                    and s.watches(c)
+                ]
+            except Exception:  # a bug here must not leave every Envoy on an old config
+                log.exception("fan-out: cannot tell which streams a change concerns; waking all")
+                woken = streams
+            seen = snapshots
+            for stream in woken:
+                stream.wakeups += 1
+                stream.wake.set()
+            log.debug(
+                "snapshot generation %d woke %d of %d streams", generation, len(woken), len(streams)
+            )
+
+    def _attach(self, stream: StreamBase) -> None:
+        self.streams[id(stream)] = stream
+        self.metrics.connected.inc()
+        if self._fan_out_task is None or self._fan_out_task.done():
+            self._fan_out_task = asyncio.get_running_loop().create_task(
+                self._fan_out(self.cache.snapshots, self.cache.generation), name="xds-fan-out"
+            )
+
+    def _detach(self, stream: StreamBase) -> None:
+        stream.close()
+        self.streams.pop(id(stream), None)
+        self.metrics.connected.dec()
+        if not self.streams and self._fan_out_task is not None:
+            self._fan_out_task.cancel()  # started again by the next stream
+            self._fan_out_task = None
+
+    # -- one stream -----------------------------------------------------------------------------
+
+    async def _read(self, stream: StreamBase, request_iterator: AsyncIterator[Any]) -> None:
+        """Apply each request as it arrives: state, not a queue."""
+        try:
+            async for req in request_iterator:
+                known = stream.status
+                stream.on_request(req, time.monotonic())
+                if known is None and stream.status is not None:
+                    self.metrics.proxies.labels(*_proxy_labels(stream.status)).inc()
+                stream.wake.set()
+        finally:
+            stream.closed = True
+            stream.wake.set()
 
     async def _serve(
-        self, stream: Stream, request_iterator: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
-        """Requests and snapshot changes in, responses out, until the client goes away."""
-        requests: asyncio.Queue[Any] = asyncio.Queue()
+        self, stream: StreamBase, request_iterator: AsyncIterator[Any], context: Any
+    ) -> None:
+        """Requests and snapshot changes in, responses out, until the client goes away.
 
-        async def read() -> None:
-            try:
-                async for req in request_iterator:
-                    await requests.put(req)
-            finally:
-                await requests.put(None)
-
-        reader = asyncio.create_task(read())
-        self.metrics.connected.inc()
-        generation = self.cache.generation
-        changed = asyncio.create_task(self.cache.wait_changed(generation))
+        Responses go out with ``context.write``, not by yielding from an async generator: gRPC's
+        loop over a generator keeps the last response object alive until the next one, which
+        is a full configuration held per idle stream (measured: ~the size of the last response
+        per stream, by benchmarks/fanout.py)."""
+        self._attach(stream)
+        reader = asyncio.create_task(self._read(stream, request_iterator))
         try:
             retry_at: float | None = None
             while True:
-                get = asyncio.create_task(requests.get())
-                timeout = None if retry_at is None else max(0.0, retry_at - time.monotonic())
-                done, _ = await asyncio.wait(
-                    {get, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if get in done:
-                    req = get.result()
-                    if req is None:
-                        return
-                    known = getattr(stream, "status", None)
-                    stream.on_request(req, time.monotonic())
-                    status = getattr(stream, "status", None)
-                    if known is None and status is not None:
-                        self.metrics.proxies.labels(*_proxy_labels(status)).inc()
-                    # Drain whatever else has arrived: only the newest request of a type counts.
-                    while not requests.empty():
-                        more = requests.get_nowait()
-                        if more is None:
-                            return
-                        stream.on_request(more, time.monotonic())
+                if retry_at is None:
+                    await stream.wake.wait()
                 else:
-                    get.cancel()
-                if changed in done:
-                    generation = changed.result()
-                    changed = asyncio.create_task(self.cache.wait_changed(generation))
-                responses, retry_at = stream.pending_responses(time.monotonic())
-                for resp in responses:
-                    yield resp
+                    try:
+                        async with asyncio.timeout(max(0.0, retry_at - time.monotonic())):
+                            await stream.wake.wait()
+                    except TimeoutError:
+                        pass
+                stream.wake.clear()
+                while not stream.closed:
+                    resp, retry_at = stream.next_response(time.monotonic())
+                    if resp is None:
+                        break
+                    # Parked here while the client does not read (HTTP/2 flow control).
+                    stream.responses += 1
+                    stream.writing = True
+                    self.metrics.writes_pending.inc()
+                    try:
+                        await context.write(resp)
+                    finally:
+                        resp = None  # the response is gRPC's bytes now; hold nothing
+                        stream.writing = False
+                        self.metrics.writes_pending.dec()
+                if stream.closed:
+                    break
         finally:
-            changed.cancel()
             reader.cancel()
-            stream.close()
-            self.metrics.connected.dec()
-            status = getattr(stream, "status", None)
-            if status is not None:
-                self.metrics.proxies.labels(*_proxy_labels(status)).dec()
+            self._detach(stream)
+            if stream.status is not None:
+                self.metrics.proxies.labels(*_proxy_labels(stream.status)).dec()
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()  # type: ignore[misc]  # a bug in on_request: fail the RPC
 
 
-def _proxy_labels(status: NodeStatus) -> tuple[str, str, str]:
-    return (status.cluster, status.user_agent, status.protocol)
-
-
-class Stream(Protocol):
-    def on_request(self, req: Any, now: float) -> None: ...
-    def pending_responses(self, now: float) -> tuple[list[Any], float | None]: ...
-    def close(self) -> None: ...
+def _proxy_labels(status: NodeStatus) -> tuple[str, str, str, str]:
+    return (status.group or "default", status.cluster, status.user_agent, status.protocol)
 
 
 def add_to_server(server: grpc.aio.Server, service: AggregatedDiscoveryService) -> None:
