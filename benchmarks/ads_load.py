@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -204,7 +205,9 @@ async def _lines() -> asyncio.Queue[str]:
             loop.call_soon_threadsafe(queue.put_nowait, line.strip())
         loop.call_soon_threadsafe(queue.put_nowait, "close")
 
-    loop.run_in_executor(None, reader)
+    # A daemon thread, not the loop's executor: asyncio.run waits for executor threads at exit,
+    # and this one blocks on stdin until the parent closes it.
+    threading.Thread(target=reader, daemon=True).start()
     return queue
 
 
@@ -265,7 +268,8 @@ async def main_async(args: argparse.Namespace) -> int:
         elif not line.done():
             line.cancel()
     streams, tasks = opening.result()
-    emit("synced", seconds=time.monotonic() - started)
+    sizes = {t.rsplit(".", 1)[-1]: r.ByteSize() for t, r in streams[0].last.items()}
+    emit("synced", seconds=time.monotonic() - started, bytes=sizes)
     try:
         while True:
             line = await commands.get()

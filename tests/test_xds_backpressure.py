@@ -144,3 +144,37 @@ async def _stuck_and_fast(xds: TunedXdsServer, delta: bool) -> None:
     finally:
         for c in clients:
             await c.close()
+
+
+def test_heap_is_given_back_once_many_streams_have_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a mass disconnect the server asks the C allocator to return free pages (glibc
+    keeps freed gRPC buffers otherwise); a few streams coming and going do not trigger it."""
+    from controlplane.metrics import Metrics
+    from controlplane.xds import server as server_mod
+    from controlplane.xds.cache import SnapshotCache
+
+    trims: list[int] = []
+    monkeypatch.setattr(server_mod, "release_free_heap", lambda: trims.append(1))
+
+    async def scenario() -> None:
+        ads = server_mod.AggregatedDiscoveryService(SnapshotCache(), Metrics())
+        streams = [
+            server_mod.SotwStream(ads.cache, ads.metrics, ads.nodes, subsets=ads.subsets)
+            for _ in range(100)
+        ]
+        for s in streams:
+            ads._attach(s)
+        for s in streams[:10]:  # a few leave: nothing to give back
+            ads._detach(s)
+        await asyncio.sleep(1.5)
+        assert trims == []
+        for s in streams[10:70]:  # most leave
+            ads._detach(s)
+        await asyncio.sleep(1.5)
+        assert trims == [1]
+        assert len(ads.streams) == 30
+        for s in streams[70:]:
+            ads._detach(s)
+        assert ads._fan_out_task is None
+
+    asyncio.run(scenario())

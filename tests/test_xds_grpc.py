@@ -210,7 +210,9 @@ def proxy_for() -> Iterator[list[FreezingProxy]]:
 def test_keepalive_drops_an_envoy_that_went_silent(
     proxy_for: list[FreezingProxy], keepalive: float, dropped: bool
 ) -> None:
-    server = TunedXdsServer(GrpcSettings(keepalive_time=keepalive, keepalive_timeout=1.0))
+    # keepalive_timeout also bounds every other ping's ACK (gRPC's ping timeout), so "off" is
+    # both set to an hour.
+    server = TunedXdsServer(GrpcSettings(keepalive_time=keepalive, keepalive_timeout=keepalive))
     try:
         proxy = FreezingProxy(server.port)
         proxy_for.append(proxy)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import os
@@ -256,8 +257,20 @@ class FileSource:
         if display.endswith(".json"):
             return [_load(doc, display, line) for line, doc in parse_documents(text, display)]
         known = previous.documents if previous else {}
+        parts = split_documents(text)
         out: list[Loaded] = []
-        for first, part in split_documents(text):
+        if 2 * sum(part not in known for _, part in parts) > len(parts) > 1:
+            # Mostly new (a first read): one parser for the whole file is cheaper than one per
+            # document; each document is then filed under the part whose lines hold it.
+            firsts = [first for first, _ in parts]
+            grouped: list[list[Loaded]] = [[] for _ in parts]
+            for line, doc in parse_documents(text, display):
+                grouped[bisect.bisect_right(firsts, line) - 1].append(_load(doc, display, line))
+            for (first, part), loaded in zip(parts, grouped, strict=True):
+                state.documents[part] = (first, loaded)
+                out.extend(loaded)
+            return out
+        for first, part in parts:
             hit = known.get(part)
             items = _moved(hit[1], first - hit[0]) if hit is not None else None
             if items is None:

@@ -29,8 +29,15 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
-from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache, TypeSnapshot
-from controlplane.xds.server import NodeStatus, StreamBase, Subsets, short_type
+from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
+from controlplane.xds.server import (
+    Bodies,
+    NodeStatus,
+    StreamBase,
+    Subsets,
+    nonce_field,
+    short_type,
+)
 from translators.envoy import CLUSTER, LISTENER, ROUTE
 
 log = logging.getLogger("switchman.xds.delta")
@@ -38,20 +45,28 @@ log = logging.getLogger("switchman.xds.delta")
 
 @dataclass(slots=True)
 class DeltaTypeState:
-    subscribed: set[str] = field(default_factory=set)
+    # Interned (``Subsets.intern``): the Envoys of a fleet subscribe to the same names and share
+    # one set; a request that changes it makes a new one.
+    subscribed: frozenset[str] = frozenset()
     wildcard: bool = False
     started: bool = False
-    known: dict[str, str] = field(default_factory=dict)  # what the client holds
+    # Versions the client said it holds on reconnecting (initial_resource_versions) and that
+    # were neither sent nor removed since; everything else it holds is in ``holding``.
+    initial: dict[str, str] = field(default_factory=dict)
     force: set[str] = field(default_factory=set)  # send even if unchanged
     told_absent: set[str] = field(default_factory=set)
     in_flight: bool = False
     sent_nonce: str = ""
     sent_at: float = 0.0
-    holding: dict[str, Prepared] = field(default_factory=dict)  # as of the update in flight
+    # What the client holds (what was sent it, as of the update in flight). Copied on write,
+    # never changed in place, so the node's CSDS record shares it instead of copying it.
+    holding: dict[str, Prepared] = field(default_factory=dict)
     acked: str | None = None
     last_nack: str = ""
     dirty: bool = True  # a request changed what is due since the type was last looked at
-    seen: TypeSnapshot | None = None  # the snapshot of this type it was last looked at against
+    # The type's version (a digest of every name and version) when it was last looked at: the
+    # same version is the same content, even in a new snapshot.
+    seen: str | None = None
 
 
 class DeltaStream(StreamBase):
@@ -63,8 +78,9 @@ class DeltaStream(StreamBase):
         warm_timeout: float = 2.0,
         subsets: Subsets | None = None,
         grouper: Callable[[Any], str] | None = None,
+        bodies: Bodies | None = None,
     ) -> None:
-        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper)
+        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper, bodies)
         self.states: dict[str, DeltaTypeState] = {}
 
     def on_request(self, req: discovery_v3.DeltaDiscoveryRequest, now: float) -> None:
@@ -84,38 +100,47 @@ class DeltaStream(StreamBase):
                 log.error("NACK from node %s for %s: %s", self.node_id, t, st.last_nack)
                 if self.status:
                     self.status.last_nack[t] = st.last_nack
-                    self.status.rejected[req.type_url] = (dict(st.holding), st.last_nack)
+                    self.status.rejected[req.type_url] = (st.holding, st.last_nack)
             else:
                 st.acked = req.response_nonce
                 self.metrics.acks.labels(type=t).inc()
                 self.metrics.push_latency.labels(type=t).observe(max(0.0, now - st.sent_at))
                 if self.status:
                     self.status.acked[t] = f"nonce {req.response_nonce}"
-                    self.status.holdings[req.type_url] = dict(st.holding)
+                    self.status.holdings[req.type_url] = st.holding
                     self.status.rejected.pop(req.type_url, None)
         first = not st.started
         st.started = True
         if first:
-            st.known = dict(req.initial_resource_versions)
+            st.initial = dict(req.initial_resource_versions)
             # Legacy wildcard: a first request that names nothing subscribes to everything.
             st.wildcard = not req.resource_names_subscribe
+        if not req.resource_names_subscribe and not req.resource_names_unsubscribe:
+            return  # an ACK or NACK only
+        subscribed = set(st.subscribed)
         for name in req.resource_names_subscribe:
             if name == "*":
                 st.wildcard = True
                 continue
-            st.subscribed.add(name)
+            subscribed.add(name)
             st.told_absent.discard(name)
             if not first:
                 st.force.add(name)
+        dropped = []
         for name in req.resource_names_unsubscribe:
             if name == "*":
                 st.wildcard = False
                 continue
-            st.subscribed.discard(name)
+            subscribed.discard(name)
             st.force.discard(name)
             st.told_absent.discard(name)
             if not st.wildcard:
-                st.known.pop(name, None)
+                dropped.append(name)
+        st.subscribed = self.subsets.intern(frozenset(subscribed))
+        if dropped:  # no longer the client's business: forget what it held
+            st.holding = {n: p for n, p in st.holding.items() if n not in dropped}
+            for name in dropped:
+                st.initial.pop(name, None)
 
     def watches(self, changed: Mapping[str, frozenset[str]]) -> bool:
         for type_url, names in changed.items():
@@ -126,9 +151,7 @@ class DeltaStream(StreamBase):
 
     # -- responses ------------------------------------------------------------------------------
 
-    def next_response(
-        self, now: float
-    ) -> tuple[discovery_v3.DeltaDiscoveryResponse | None, float | None]:
+    def next_response(self, now: float) -> tuple[bytes | None, float | None]:
         snapshot = self.snapshot()
         if snapshot is None:
             return None, None
@@ -147,17 +170,6 @@ class DeltaStream(StreamBase):
                 return resp, None
         return None, retry_at
 
-    def pending_responses(
-        self, now: float
-    ) -> tuple[list[discovery_v3.DeltaDiscoveryResponse], float | None]:
-        """Every response due now (tests; the server takes them one at a time)."""
-        out: list[discovery_v3.DeltaDiscoveryResponse] = []
-        while True:
-            resp, retry_at = self.next_response(now)
-            if resp is None:
-                return out, retry_at
-            out.append(resp)
-
     def _settled(self, snapshot: Snapshot) -> bool:
         """Listeners and routes of this snapshot are with the client, acknowledged."""
         for t in (LISTENER, ROUTE):
@@ -168,56 +180,79 @@ class DeltaStream(StreamBase):
                 return False
             ts = snapshot.get(t)
             for name, res in ts.resources.items():
-                if (st.wildcard or name in st.subscribed) and st.known.get(name) != res.version:
+                if (st.wildcard or name in st.subscribed) and _held(st, name) != res.version:
                     return False
         return True
 
     def _respond(
         self, type_url: str, st: DeltaTypeState, snapshot: Snapshot, now: float
-    ) -> discovery_v3.DeltaDiscoveryResponse | None:
+    ) -> bytes | None:
         ts = snapshot.get(type_url)
-        if not st.dirty and st.seen is ts:
+        if not st.dirty and st.seen == ts.version:
             return None  # nothing asked for and nothing changed since the last look
-        st.seen = ts
+        st.seen = ts.version
         st.dirty = False
-        wanted = [name for name in ts.resources if st.wildcard or name in st.subscribed]
-        send = [
-            n for n in sorted(wanted) if st.known.get(n) != ts.resources[n].version or n in st.force
-        ]
+        have = ts.resources
+        wanted = [name for name in have if st.wildcard or name in st.subscribed]
+        send = [n for n in sorted(wanted) if _held(st, n) != have[n].version or n in st.force]
         removed = sorted(
-            n for n in st.known if n not in ts.resources and (st.wildcard or n in st.subscribed)
+            n
+            for n in {*st.holding, *st.initial}
+            if n not in have and (st.wildcard or n in st.subscribed)
         )
         absent = sorted(
-            n for n in st.subscribed - set(ts.resources) - set(st.known) - st.told_absent
+            n
+            for n in st.subscribed
+            if n not in have
+            and n not in st.holding
+            and n not in st.initial
+            and n not in st.told_absent
         )
         if type_url == CLUSTER and removed and not self._settled(snapshot):
             removed = []  # make-before-break: clusters go once the new routes are in place
             st.dirty = True  # look again when the routes are acknowledged
         if not send and not removed and not absent:
             return None
+        gone = [*removed, *absent]
+
+        def build() -> bytes:
+            return bytes(
+                discovery_v3.DeltaDiscoveryResponse(
+                    type_url=type_url,
+                    system_version_info=ts.version,
+                    resources=[
+                        discovery_v3.Resource(
+                            name=n, version=ts.resources[n].version, resource=ts.resources[n].packed
+                        )
+                        for n in send
+                    ],
+                    removed_resources=gone,
+                ).SerializeToString()
+            )
+
+        # Streams that need the same update share one encoding (names fix the versions: one
+        # snapshot); the stream adds its nonce.
+        key = (type_url, tuple(send), tuple(gone))
         nonce = str(next(self._nonce))
-        resp = discovery_v3.DeltaDiscoveryResponse(
-            type_url=type_url,
-            nonce=nonce,
-            system_version_info=ts.version,
-            resources=[
-                discovery_v3.Resource(
-                    name=n, version=ts.resources[n].version, resource=ts.resources[n].packed
-                )
-                for n in send
-            ],
-            removed_resources=[*removed, *absent],
-        )
+        resp = self.bodies.get(self.group, snapshot, key, build) + nonce_field(nonce)
+        holding = dict(st.holding)
         for n in send:
-            st.known[n] = ts.resources[n].version
-            st.holding[n] = ts.resources[n]
+            holding[n] = have[n]
+            st.initial.pop(n, None)
             st.force.discard(n)
         for n in removed:
-            st.known.pop(n, None)
-            st.holding.pop(n, None)
+            holding.pop(n, None)
+            st.initial.pop(n, None)
+        st.holding = holding
         st.told_absent.update(absent)
         st.in_flight = True
         st.sent_nonce = nonce
         st.sent_at = now
         self.metrics.pushes.labels(type=short_type(type_url)).inc()
         return resp
+
+
+def _held(st: DeltaTypeState, name: str) -> str | None:
+    """The version of ``name`` the client holds (was sent, or said it had), if any."""
+    prepared = st.holding.get(name)
+    return prepared.version if prepared is not None else st.initial.get(name)
