@@ -27,8 +27,9 @@ import pytest
 
 from controlplane.cli import translate_directory
 from controlplane.localrun import Backend, wait_for
+from tests.pki import openssl
 from tests.support import Stack, service_yaml
-from tests.test_tls import _b64, _docs, _openssl, _tls_option
+from tests.test_tls import _b64, _docs, _tls_option
 from translators.options import Options
 
 pytestmark = pytest.mark.envoy
@@ -51,7 +52,7 @@ LEAF_SERIAL = "0x1234567890ABCDEF1234567890"  # wider than 64 bits
 
 
 def _key(d: Path, name: str) -> None:
-    _openssl(
+    openssl(
         "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
         "-out", f"{name}.key", cwd=d,
     )  # fmt: skip
@@ -62,7 +63,7 @@ def _sign(
 ) -> None:
     _key(d, name)
     (d / f"{name}.ext").write_text(ext + "\n")
-    _openssl(
+    openssl(
         "req", "-new", "-utf8", "-multivalue-rdn", "-key", f"{name}.key", "-out", f"{name}.csr",
         "-subj", subj, cwd=d,
     )  # fmt: skip
@@ -70,7 +71,7 @@ def _sign(
         ["-signkey", f"{name}.key"] if ca is None else ["-CA", f"{ca}.crt", "-CAkey", f"{ca}.key"]
     )
     serial_args = ["-set_serial", serial] if serial else (["-CAcreateserial"] if ca else [])
-    _openssl(
+    openssl(
         "x509", "-req", "-in", f"{name}.csr", *signer, *serial_args, "-out", f"{name}.crt",
         "-days", days, "-extfile", f"{name}.ext", cwd=d,
     )  # fmt: skip

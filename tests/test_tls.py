@@ -15,7 +15,6 @@ import json
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from controlplane.cli import translate_directory
 from controlplane.localrun import Backend, wait_for
+from tests.pki import make_ca, make_leaf
 from tests.support import Stack, service_yaml
 from translators.options import Options
 
@@ -33,50 +33,22 @@ if shutil.which("openssl") is None:  # pragma: no cover
     pytest.skip("the openssl command is needed to make test certificates", allow_module_level=True)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _ca(d: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=d,
-    )  # fmt: skip
-
-
-def _leaf(d: Path, name: str, ca: str, ext: str, subj: str = "") -> None:
-    (d / f"{name}.ext").write_text(ext + "\n")
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj or f"/CN={name}",
-        cwd=d,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
-        cwd=d,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("pki")
-    _ca(d, "ca")
-    _ca(d, "clientca")
-    _ca(d, "otherca")
+    make_ca(d, "ca")
+    make_ca(d, "clientca")
+    make_ca(d, "otherca")
     for host in ("a.test", "b.test", "m.test"):
-        _leaf(d, host, "ca", f"subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth")
-    _leaf(
+        make_leaf(d, host, "ca", f"subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth")
+    make_leaf(
         d,
         "client",
         "clientca",
         "subjectAltName=DNS:client.test,DNS:alt.test\nextendedKeyUsage=clientAuth",
         "/C=FR/O=Cheese/CN=client",
     )
-    _leaf(d, "stranger", "otherca", "extendedKeyUsage=clientAuth")
+    make_leaf(d, "stranger", "otherca", "extendedKeyUsage=clientAuth")
     return d
 
 

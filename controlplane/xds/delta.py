@@ -22,19 +22,15 @@ for a name subscribed explicitly that does not exist, at once (R13). Points that
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
-from controlplane.metrics import Metrics
-from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache
+from controlplane.xds.cache import Prepared, Snapshot
 from controlplane.xds.server import (
-    Bodies,
-    NodeStatus,
     StreamBase,
-    Subsets,
     nonce_field,
     short_type,
 )
@@ -70,17 +66,8 @@ class DeltaTypeState:
 
 
 class DeltaStream(StreamBase):
-    def __init__(
-        self,
-        cache: SnapshotCache,
-        metrics: Metrics,
-        registry: dict[int, NodeStatus],
-        warm_timeout: float = 2.0,
-        subsets: Subsets | None = None,
-        grouper: Callable[[Any], str] | None = None,
-        bodies: Bodies | None = None,
-    ) -> None:
-        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper, bodies)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # StreamBase's arguments
+        super().__init__(*args, **kwargs)
         self.states: dict[str, DeltaTypeState] = {}
 
     def on_request(self, req: discovery_v3.DeltaDiscoveryRequest, now: float) -> None:

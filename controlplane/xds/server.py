@@ -38,6 +38,7 @@ Fan-out and backpressure (``AggregatedDiscoveryService``):
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import ctypes
 import functools
@@ -228,7 +229,7 @@ def _version(resources: Mapping[str, Prepared], name: str) -> str | None:
     return None if res is None else res.version
 
 
-class StreamBase:
+class StreamBase(abc.ABC):
     """What both protocol variants keep per stream, and the make-before-break gate."""
 
     states: Mapping[str, Any]
@@ -262,17 +263,18 @@ class StreamBase:
         self.writing = False  # a response is in gRPC's hands, waiting for flow control
         self.closed = False
 
+    @abc.abstractmethod
     def on_request(self, req: Any, now: float) -> None:
-        raise NotImplementedError
+        """Apply one request (ACK, NACK, subscription change) to the stream's state."""
 
+    @abc.abstractmethod
     def next_response(self, now: float) -> tuple[bytes | None, float | None]:
         """The next response due (encoded), built from the latest snapshot; or None and when to
         look again (a make-before-break gate that times out)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def watches(self, changed: Mapping[str, frozenset[str]]) -> bool:
         """Whether a snapshot change touching ``changed`` (type URL → names) concerns us."""
-        raise NotImplementedError
 
     def _type_order(self) -> list[str]:
         """The types this stream asked for, in make-before-break order (unknown types last)."""
@@ -302,17 +304,8 @@ class StreamBase:
 
 
 class SotwStream(StreamBase):
-    def __init__(
-        self,
-        cache: SnapshotCache,
-        metrics: Metrics,
-        registry: dict[int, NodeStatus],
-        warm_timeout: float = 2.0,
-        subsets: Subsets | None = None,
-        grouper: Callable[[Any], str] | None = None,
-        bodies: Bodies | None = None,
-    ) -> None:
-        super().__init__(cache, metrics, registry, warm_timeout, subsets, grouper, bodies)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # StreamBase's arguments
+        super().__init__(*args, **kwargs)
         self.states: dict[str, TypeState] = {}
         self._retained: dict[str, Prepared] = {}
         self._sent_clusters: Mapping[str, Prepared] = _EMPTY
