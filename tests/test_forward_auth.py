@@ -44,6 +44,7 @@ from controlplane.forward_auth import (
 )
 from controlplane.localrun import Backend, free_port
 from tests.envoy_validate import validate_resources
+from tests.pki import make_ca, make_leaf
 from tests.support import Stack, middleware_yaml, service_yaml
 from translators.errors import SourceRef
 from translators.ir import IR, DirectResponse, FilterUse, Match, PathMatch, Route
@@ -453,12 +454,10 @@ def test_golden_configuration_passes_envoy_validate(tmp_path: Path) -> None:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:  # pragma: no cover
         pytest.skip("the openssl command is needed to make test certificates")
-    from tests.test_upstream_tls import _ca, _leaf
-
     d = tmp_path_factory.mktemp("fa-pki")
-    _ca(d, "ca")
-    _leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-    _leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    make_ca(d, "ca")
+    make_leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
     return d
 
 
