@@ -24,7 +24,7 @@ from controlplane.settings import (
 )
 from controlplane.sources.files import FileSource
 from controlplane.store import ResourceStore
-from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, build_resources
+from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, build_resources
 from translators.envoy.common import to_dict
 from translators.envoy.wire import message_of
 from translators.groups import NodeGroup
@@ -63,6 +63,14 @@ def _add_translation_flags(p: argparse.ArgumentParser) -> None:
         help="forwardAuth: Switchman's authorization service calls the auth server with "
         "Traefik's exact request (default), or Envoy's own HTTP client does (no extra hop, "
         "Envoy's request shape; see docs/compatibility.md)",
+    )
+    p.add_argument(
+        "--route-scopes",
+        choices=("off", "host"),
+        default="off",
+        help="host: an entry point whose every route pins one Host gets one route table per host "
+        "(scoped RDS), so an edit re-sends and Envoy rebuilds one host's routes; for large "
+        "tables (see docs/xds.md and docs/compatibility.md)",
     )
 
 
@@ -144,6 +152,7 @@ def _options(args: argparse.Namespace) -> Options:
         allow_external_name_services=args.allow_external_name_services,
         upstream_ca_file=args.upstream_ca_file,
         forward_auth_mode=args.forward_auth,
+        route_scopes=args.route_scopes,
     )
 
 
@@ -229,8 +238,11 @@ def translate_directory(directory: Path, options: Options) -> tuple[dict[str, An
         ("endpoints", ENDPOINT),
         ("listeners", LISTENER),
         ("routes", ROUTE),
+        ("scoped_routes", SCOPED_ROUTE),
     ):
-        out[key] = [to_dict(message_of(msg)) for _, msg in resources.by_type[type_url]]
+        entries = resources.by_type[type_url]
+        if entries or type_url != SCOPED_ROUTE:
+            out[key] = [to_dict(message_of(msg)) for _, msg in entries]
     diags = sorted({*store.diagnostics(), *world_diags, *result.diagnostics})
     return out, diags
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +139,66 @@ def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> N
         name: [copy.deepcopy(rng.choice(POOL)) for _ in range(rng.randrange(8, 20))]
         for name in FILES
     }
+    _check_steps(tmp_path, seed, OPTIONS, files, _step)
+
+
+def _step_hosts(files: dict[str, list[dict[str, Any]]], rng: random.Random) -> None:
+    """Edits that move routes between hosts, add and remove hosts, and now and then add a
+    host-less route (the entry point leaves scoped routing) or move one between files."""
+    docs = [d for f in files.values() for d in f if d.get("kind") == "IngressRoute"]
+    if rng.random() < 0.1 and docs:
+        src, dst = rng.sample(FILES, 2)
+        if files[src]:
+            files[dst].append(files[src].pop(rng.randrange(len(files[src]))))
+        return
+    route = rng.choice(_routes(rng.choice(docs))) if docs else None
+    if route is None:
+        return
+    k, j = rng.randrange(12), rng.randrange(12)
+    route["match"] = rng.choices(
+        [
+            f"Host(`h{k}.example.com`)",
+            f"Host(`h{k}.example.com`) && PathPrefix(`/x{j}`)",
+            f"Host(`h{k}.example.com`) || Host(`h{j}.example.com`)",
+            f"PathPrefix(`/x{j}`)",
+        ],
+        weights=[4, 4, 2, 1],
+    )[0]
+    if rng.random() < 0.3:
+        for svc in route.get("services") or []:
+            svc["weight"] = rng.randrange(1, 4)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_incremental_equals_full_with_route_scopes(tmp_path: Path, seed: int) -> None:
+    """Route scopes (one table per host): the per-host tables and their splicing against a
+    full build, on IngressRoutes that are all served and move between hosts."""
+    rng = random.Random(seed)
+    files: dict[str, list[dict[str, Any]]] = {name: [] for name in FILES}
+    for i in range(40):
+        files[rng.choice(FILES)].extend(objects_for(i))
+    for doc in (d for f in files.values() for d in f if d.get("kind") == "IngressRoute"):
+        for route in _routes(doc):
+            route["match"] = f"Host(`h{rng.randrange(12)}.example.com`)"
+    options = replace(OPTIONS, route_scopes="host")
+    scoped = _check_steps(tmp_path, seed, options, files, _step_hosts)
+    assert 0 < scoped < 25, scoped  # both layouts were exercised
+
+
+def _check_steps(
+    tmp_path: Path,
+    seed: int,
+    options: Options,
+    files: dict[str, list[dict[str, Any]]],
+    edit: Any,
+) -> int:
+    """25 steps of ``edit``; after each, incremental and full translation must agree. Returns
+    in how many steps the web entry point was scoped."""
+    rng = random.Random(seed)
+    scoped = 0
     store = ResourceStore([FileSource.name])
     source = FileSource(tmp_path, store)
-    incremental = IncrementalTranslator(OPTIONS)
+    incremental = IncrementalTranslator(options)
     backend = BackendCache()
     snapshot = None
     recomputed: list[int] = []
@@ -150,7 +208,7 @@ def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> N
         source.publish()
         _, wdiags_i, got = incremental.update(store.chunks())
         world_f, wdiags_f = build_world(store.objects())
-        want = translate_world(world_f, OPTIONS)
+        want = translate_world(world_f, options)
         assert wdiags_i == wdiags_f, f"seed {seed} step {step}: world diagnostics differ"
         assert got.diagnostics == want.diagnostics, f"seed {seed} step {step}: diagnostics"
         assert got.ir == want.ir, f"seed {seed} step {step}: IR differs"
@@ -166,9 +224,11 @@ def test_incremental_equals_full_on_random_edits(tmp_path: Path, seed: int) -> N
             assert snapshot.types[type_url].version == ts.version
             assert snapshot.types[type_url].size == ts.size
         recomputed.append(incremental.last_recomputed)
-        _step(files, rng)
+        scoped += any(lst.scoped for lst in got.ir.listeners if lst.name == "web")
+        edit(files, rng)
     # The point of it: most steps translate a few IngressRoutes, not all of them.
     assert min(recomputed[1:]) < len(incremental._results) or not incremental._results
+    return scoped
 
 
 def test_one_edit_recomputes_only_its_readers(tmp_path: Path) -> None:

@@ -369,6 +369,11 @@ class Listener:
     # TLS termination: the chains (fallback last) and every certificate they serve.
     tls_chains: tuple[TLSChain, ...] = field(default=(), metadata=OMIT_DEFAULT)
     certificates: tuple[ServerCertificate, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    # Routed by scoped RDS, one RouteConfiguration per host (``--route-scopes host``).
+    scoped: bool = field(default=False, metadata=OMIT_DEFAULT)
+    # The per-host tables are built even while the listener is not scoped: connections opened
+    # while it was keep its scoped routing until they drain (translators/scopes.py).
+    scope_tables: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,3 +29,7 @@ class Options:
     # Traefik's exact request; "envoy" lets Envoy's HTTP ext_authz client call it (no extra hop,
     # not Traefik's request shape). See translators/middlewares/forward_auth.py.
     forward_auth_mode: Literal["service", "envoy"] = "service"
+    # "host": an entry point whose every route pins one Host gets one RouteConfiguration per host
+    # behind scoped RDS, so an edit re-sends (and Envoy rebuilds) one host's routes, not the whole
+    # table. See translators/scopes.py and docs/xds.md.
+    route_scopes: Literal["off", "host"] = "off"

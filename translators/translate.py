@@ -14,6 +14,7 @@ from translators.middlewares.errors import KIND as ERRORS_KIND
 from translators.middlewares.errors import error_page_clusters, error_page_routes
 from translators.middlewares.resilience import local_replies
 from translators.options import Options
+from translators.scopes import scopable_name, scope_blocker, unscoped_warning
 from translators.service import ServiceResolver
 from translators.tls import all_certificates, tls_chains
 from translators.world import World
@@ -79,18 +80,33 @@ def assemble(
     listeners = []
     for ep in sorted(options.entrypoints, key=lambda e: e.name):
         chains = tls_chains(ep.name, routes, cert_names, diags) if present.tls else ()
+        scoped = tables = False
+        rc = names.route_config_name(ep.name)
+        if options.route_scopes == "host":
+            tables = scopable_name(rc)
+            if chains:
+                diags.append(unscoped_warning(ep.name, None, "it terminates TLS"))
+            elif not tables:
+                diags.append(unscoped_warning(ep.name, None, "its name has ':', '|', '%' or '/'"))
+            else:
+                blocker = scope_blocker(r for r in routes if r.entrypoint == ep.name)
+                scoped = blocker is None
+                if blocker is not None:
+                    diags.append(unscoped_warning(ep.name, blocker))
         listeners.append(
             Listener(
                 name=names.listener_name(ep.name),
                 address=ep.address,
                 port=ep.port,
-                route_config=names.route_config_name(ep.name),
+                route_config=rc,
                 filter_slots=slots.get(ep.name, ())
                 if slots is not None
                 else _filter_slots([r for r in routes if r.entrypoint == ep.name]),
                 local_replies=replies,
                 tls_chains=chains,
                 certificates=certificates if chains else (),
+                scoped=scoped,
+                scope_tables=tables,
             )
         )
     ir = IR(

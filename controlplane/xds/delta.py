@@ -34,7 +34,7 @@ from controlplane.xds.server import (
     nonce_field,
     short_type,
 )
-from translators.envoy import CLUSTER, LISTENER, ROUTE
+from translators.envoy import CLUSTER, LISTENER, ROUTING_TYPES, SCOPED_ROUTE
 
 log = logging.getLogger("switchman.xds.delta")
 
@@ -90,6 +90,13 @@ class DeltaStream(StreamBase):
                     self.status.rejected[req.type_url] = (st.holding, st.last_nack)
             else:
                 st.acked = req.response_nonce
+                scopes = self.states.get(SCOPED_ROUTE)
+                if req.type_url == LISTENER and scopes is not None and scopes.wildcard:
+                    # A listener that uses scoped routes may have made a new scopes watch, which
+                    # Envoy does not announce (the wildcard is subscribed already) and which gets
+                    # nothing until a scope changes: send them all again.
+                    scopes.force.update(scopes.holding)
+                    scopes.dirty = True
                 self.metrics.acks.labels(type=t).inc()
                 self.metrics.push_latency.labels(type=t).observe(max(0.0, now - st.sent_at))
                 if self.status:
@@ -116,7 +123,12 @@ class DeltaStream(StreamBase):
         dropped = []
         for name in req.resource_names_unsubscribe:
             if name == "*":
+                # The client forgets what it held through the wildcard: a later "*" (a watch
+                # made again, say a listener that uses scoped routes once more) gets it all again.
                 st.wildcard = False
+                keep = subscribed
+                st.holding = {n: p for n, p in st.holding.items() if n in keep}
+                st.initial = {n: v for n, v in st.initial.items() if n in keep}
                 continue
             subscribed.discard(name)
             st.force.discard(name)
@@ -147,7 +159,7 @@ class DeltaStream(StreamBase):
             st = self.states[type_url]
             if st.in_flight:
                 continue
-            if type_url in (LISTENER, ROUTE):
+            if type_url in ROUTING_TYPES:
                 gate = self._warming_gate(now)
                 if gate is not None:
                     retry_at = gate if retry_at is None else min(retry_at, gate)
@@ -159,7 +171,7 @@ class DeltaStream(StreamBase):
 
     def _settled(self, snapshot: Snapshot) -> bool:
         """Listeners and routes of this snapshot are with the client, acknowledged."""
-        for t in (LISTENER, ROUTE):
+        for t in ROUTING_TYPES:
             st = self.states.get(t)
             if st is None:
                 continue

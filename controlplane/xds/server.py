@@ -56,12 +56,12 @@ from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
 from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache, TypeSnapshot
-from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER
+from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTING_TYPES, SCOPED_ROUTE, TYPE_ORDER
 from translators.groups import DEFAULT_GROUP
 
 log = logging.getLogger("switchman.xds")
 
-_WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+_WILDCARD_TYPES = frozenset({LISTENER, CLUSTER, SCOPED_ROUTE})
 _EMPTY: Mapping[str, Prepared] = MappingProxyType({})
 
 
@@ -347,6 +347,10 @@ class SotwStream(StreamBase):
             else:
                 state.acked_version = state.sent_version
                 state.nacked_version = None
+                if type_url == LISTENER and SCOPED_ROUTE in self.states:
+                    # A listener that uses scoped routes may have made a new scopes watch that
+                    # Envoy does not announce (the type is subscribed already): resend them.
+                    self.states[SCOPED_ROUTE].force = True
                 if self.status:
                     self.status.acked[short_type(type_url)] = state.sent_version
                     self.status.holdings[type_url] = state.sent_resources
@@ -390,7 +394,7 @@ class SotwStream(StreamBase):
             state = self.states[type_url]
             if not state.watch_open:
                 continue
-            if type_url in (LISTENER, ROUTE):
+            if type_url in ROUTING_TYPES:
                 gate = self._warming_gate(now)
                 if gate is not None:
                     retry_at = gate if retry_at is None else min(retry_at, gate)
@@ -425,7 +429,7 @@ class SotwStream(StreamBase):
         """Drop retained clusters once the new routes and listeners are acknowledged."""
         if not self._retained:
             return False
-        for t in (LISTENER, ROUTE):
+        for t in ROUTING_TYPES:
             st = self.states.get(t)
             if st is None:
                 continue

@@ -28,22 +28,29 @@ from translators.envoy.endpoint import build_load_assignment
 from translators.envoy.filter_forward_auth import build_forward_auth_cluster
 from translators.envoy.listener import build_listener
 from translators.envoy.route import RouteCache, build_route_configuration
+from translators.envoy.scoped import ScopedTables, update_tables
 from translators.envoy.secret import build_secret
 from translators.envoy.wire import changed_positions
 from translators.ir import IR, Cluster, Route, ServerCertificate
 from translators.middlewares.errors import ERROR_PAGE_HOST
 from translators.middlewares.forward_auth import forward_auth_clusters
+from translators.scopes import scope_table, unscopable
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 
 # Make-before-break: the order a server pushes types in (xDS protocol, "eventual consistency").
 # Secrets before the Listeners that name them (Envoy asks for them when it sees the Listener, and
 # keeps it warming until they arrive).
-TYPE_ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
+# Scopes before the RouteConfigurations they name (Envoy subscribes to those as scopes arrive).
+TYPE_ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, SCOPED_ROUTE, ROUTE)
+# The types that route requests: they wait while new clusters warm, and old clusters stay until
+# every stream has acknowledged them (make-before-break).
+ROUTING_TYPES = (LISTENER, SCOPED_ROUTE, ROUTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,12 @@ class BackendCache:
     route_inputs: dict[str, tuple[tuple[Route, ...], Any]] = field(default_factory=dict)
     secrets: dict[str, tuple[ServerCertificate, Any]] = field(default_factory=dict)
     secret_type: Entries = ()
+    # Scoped entry points (route config name → its per-host tables), and the Route and
+    # ScopedRoute types as last built, with each route configuration's place in the former.
+    scoped: dict[str, ScopedTables] = field(default_factory=dict)
+    route_type: Entries = ()
+    route_pos: dict[str, int] = field(default_factory=dict)
+    scope_type: Entries = ()
 
 
 Entries = tuple[tuple[str, Any], ...]
@@ -128,6 +141,52 @@ def _of_entrypoint(routes: tuple[Route, ...], entrypoint: str) -> tuple[Route, .
     return routes[lo:hi]
 
 
+def _route_type(
+    cache: BackendCache,
+    plain: dict[str, tuple[tuple[Route, ...], Any]],
+    scoped: dict[str, ScopedTables],
+) -> Entries:
+    """Every RouteConfiguration by name: the entry points' own, and each scoped host's. When no
+    name comes or goes, the previous tuple with the rebuilt ones put in place (or the very same
+    tuple when nothing was rebuilt); the ScopedRoute type likewise."""
+    same_names = (
+        bool(cache.route_type)
+        and plain.keys() == cache.route_inputs.keys()
+        and scoped.keys() == cache.scoped.keys()
+        and not any(st.hosts_changed for st in scoped.values())
+    )
+    if same_names:
+        entries = list(cache.route_type)
+        pos = cache.route_pos
+        touched = False
+        for name, (_, encoded) in plain.items():
+            k = pos[name]
+            if entries[k][1] is not encoded:
+                entries[k], touched = (name, encoded), True
+        for rc, st in scoped.items():
+            for host in st.changed:
+                name = scope_table(rc, host)
+                entries[pos[name]], touched = (name, st.tables[host][1]), True
+        if touched:
+            cache.route_type = tuple(entries)
+    else:
+        cache.route_type = _by_name(
+            [
+                *((name, encoded) for name, (_, encoded) in plain.items()),
+                *(
+                    (scope_table(rc, host), table)
+                    for rc, st in scoped.items()
+                    for host, (_, table) in st.tables.items()
+                ),
+            ]
+        )
+        cache.route_pos = {n: k for k, (n, _) in enumerate(cache.route_type)}
+        scope_type = _by_name(s for st in scoped.values() for s in st.scopes)
+        if scope_type != cache.scope_type:
+            cache.scope_type = scope_type
+    return cache.route_type
+
+
 def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
     cache = cache if cache is not None else BackendCache()
     # forwardAuth servers: a STRICT_DNS cluster each (no EDS), named by host and port.
@@ -160,7 +219,19 @@ def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
             known = (routes, build_route_configuration(name, routes, cache.routes))
         route_inputs[name] = known
 
+    scoped: dict[str, ScopedTables] = {}
     for lst in ir.listeners:
+        if lst.scope_tables:
+            mine = _of_entrypoint(ir.routes, lst.name)
+            if not lst.scoped:
+                # Connections that began while the listener was scoped keep using the scopes
+                # until they drain (Envoy honours SRDS removals, not RDS ones): keep them current.
+                mine = tuple(r for r in mine if r.tls is None and not unscopable(r))
+            state = cache.scoped.get(lst.route_config) or ScopedTables()
+            update_tables(state, lst.route_config, mine, cache.routes)
+            scoped[lst.route_config] = state
+            if lst.scoped:
+                continue
         if not lst.tls_chains:
             add(lst.route_config, _of_entrypoint(ir.routes, lst.name))
             continue
@@ -185,20 +256,26 @@ def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
                 hit = cache.secrets.get(cert.name)
                 same = hit is not None and (hit[0] is cert or hit[0] == cert)
                 secrets[cert.name] = (cert, hit[1] if same and hit else build_secret(cert))
+    route_type = _route_type(cache, route_inputs, scoped)
     cache.route_inputs = route_inputs
+    cache.scoped = scoped
     secret_type = _by_name((n, m) for n, (_, m) in secrets.items())
     if secret_type != cache.secret_type:
         cache.secret_type = secret_type  # else the very same tuple: make_snapshot reuses it
     cache.secrets = secrets
-    if len(cache.routes) > 2 * len(ir.routes) + 64:
-        # Forget routes no longer served, now and then: the cache stays within 2x the config.
-        cache.routes.prune({id(r) for r in ir.routes})
+    if (
+        len(cache.routes) > 2 * len(ir.routes) + 64
+        or len(cache.routes.vhosts) > 2 * len(route_type) + 64
+    ):
+        # Forget what is no longer served, now and then: the cache stays within 2x the config.
+        cache.routes.prune({id(r) for r in ir.routes}, {name for name, _ in route_type})
     return Resources(
         by_type={
             CLUSTER: cache.cluster_types[0],
             ENDPOINT: cache.cluster_types[1],
             LISTENER: _by_name(listeners),
-            ROUTE: _by_name((name, encoded) for name, (_, encoded) in route_inputs.items()),
+            ROUTE: route_type,
+            SCOPED_ROUTE: cache.scope_type,
             SECRET: cache.secret_type,
         }
     )

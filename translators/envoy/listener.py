@@ -27,6 +27,7 @@ from translators.envoy.common import ads_source, pack
 from translators.envoy.filters import listener_filters
 from translators.envoy.secret import build_tls_context
 from translators.ir import CLIENT_IP_HEADER, ERROR_PAGE_HEADER, Listener, LocalReply
+from translators.scopes import SCOPE_HEADER, scope_key
 
 # Set before route selection, as Traefik's entry point does before its router runs: the TCP
 # peer for ClientIP rules, and X-Forwarded-Host (Traefik trusts no forwarded headers by default,
@@ -38,8 +39,12 @@ _EARLY_HEADERS = (
 _CLIENT_CERT_HEADERS = ("x-forwarded-tls-client-cert", "x-forwarded-tls-client-cert-info")
 
 
-def _early_mutation() -> extension_v3.TypedExtensionConfig:
+def _early_mutation(scope: str | None) -> extension_v3.TypedExtensionConfig:
+    """``scope``: the route configuration of a scoped listener, the scope key's prefix."""
     overwrite = base_v3.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+    headers: tuple[tuple[str, str], ...] = _EARLY_HEADERS
+    if scope is not None:
+        headers += ((SCOPE_HEADER, scope_key(scope, "%REQ(:AUTHORITY)%")),)
     return extension_v3.TypedExtensionConfig(
         name="envoy.http.early_header_mutation.header_mutation",
         typed_config=pack(
@@ -58,7 +63,7 @@ def _early_mutation() -> extension_v3.TypedExtensionConfig:
                                 append_action=overwrite,
                             )
                         )
-                        for key, value in _EARLY_HEADERS
+                        for key, value in headers
                     ),
                 ]
             )
@@ -160,7 +165,6 @@ def _http_chain(listener: Listener, route_config: str) -> listener_components_v3
     hcm = hcm_v3.HttpConnectionManager(
         stat_prefix=listener.name,
         codec_type=hcm_v3.HttpConnectionManager.CodecType.AUTO,
-        rds=hcm_v3.Rds(config_source=ads_source(), route_config_name=route_config),
         http_filters=[
             *listener_filters(dict(listener.filter_slots)),
             hcm_v3.HttpFilter(
@@ -170,17 +174,44 @@ def _http_chain(listener: Listener, route_config: str) -> listener_components_v3
         # The client address is the TCP peer, as in Traefik without trusted forwarded headers.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         local_reply_config=_local_reply(listener.local_replies),
-        early_header_mutation_extensions=[_early_mutation()],
+        early_header_mutation_extensions=[
+            _early_mutation(route_config if listener.scoped else None)
+        ],
         # Traefik (since v3.3.6) cleans ``.``/``..`` segments and repeated slashes before
         # routing; escaped slashes stay as they are (reserved characters are not decoded).
         normalize_path=wrappers_pb2.BoolValue(value=True),
         merge_slashes=True,
         path_with_escaped_slashes_action=hcm_v3.HttpConnectionManager.PathWithEscapedSlashesAction.KEEP_UNCHANGED,
     )
+    if listener.scoped:
+        hcm.scoped_routes.CopyFrom(_scoped_routes(route_config))
+    else:
+        hcm.rds.CopyFrom(hcm_v3.Rds(config_source=ads_source(), route_config_name=route_config))
     return listener_components_v3.FilterChain(
         filters=[
             listener_components_v3.Filter(
                 name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
             )
         ]
+    )
+
+
+def _scoped_routes(route_config: str) -> hcm_v3.ScopedRoutes:
+    """Scoped RDS (translators/scopes.py): the key is the early-set scope header up to its first
+    ``:`` (``<route config>|<host>``, the port left out); the scopes (SRDS) and each one's
+    RouteConfiguration (RDS) come over ADS."""
+    builder = hcm_v3.ScopedRoutes.ScopeKeyBuilder
+    return hcm_v3.ScopedRoutes(
+        name=route_config,
+        scope_key_builder=builder(
+            fragments=[
+                builder.FragmentBuilder(
+                    header_value_extractor=builder.FragmentBuilder.HeaderValueExtractor(
+                        name=SCOPE_HEADER, element_separator=":", index=0
+                    )
+                )
+            ]
+        ),
+        rds_config_source=ads_source(),
+        scoped_rds=hcm_v3.ScopedRds(scoped_rds_config_source=ads_source()),
     )

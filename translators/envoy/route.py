@@ -46,6 +46,7 @@ from translators.ir import (
     Retry,
     Route,
 )
+from translators.scopes import SCOPE_HEADER
 
 _FORWARDED_HEADERS = (
     ("x-forwarded-for", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
@@ -316,7 +317,12 @@ def build_route_configuration(
     vhosts = _relayout(name, routes, cache)
     if vhosts is None:
         vhosts = _layout(name, routes, cache)
-    head = rds_v3.RouteConfiguration(
+    head = _head(name, (CLIENT_IP_HEADER,))
+    return Encoded.compose(head, vhosts)
+
+
+def _head(name: str, remove: tuple[str, ...]) -> rds_v3.RouteConfiguration:
+    return rds_v3.RouteConfiguration(
         name=name,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         ignore_port_in_host_matching=True,
@@ -327,9 +333,22 @@ def build_route_configuration(
             )
             for key, value in _FORWARDED_HEADERS
         ],
-        request_headers_to_remove=[CLIENT_IP_HEADER],
+        request_headers_to_remove=list(remove),
     )
-    return Encoded.compose(head, vhosts)
+
+
+def build_scope_table(name: str, routes: Sequence[Route], cache: RouteCache) -> Encoded:
+    """One host's RouteConfiguration behind scoped RDS (translators/scopes.py): the host's routes
+    in priority order, each without the condition that pins the host (the scope key has matched
+    it), up to the first that catches every request for the host. One ``*`` virtual host: the
+    scope has already chosen the host."""
+    entries = []
+    for r in routes:
+        entries.append(cache.entry(r, True))
+        if cache.catches_all(r):
+            break
+    vhost = cache.vhost(name, "scope", ["*"], entries)
+    return Encoded.compose(_head(name, (CLIENT_IP_HEADER, SCOPE_HEADER)), [vhost])
 
 
 @dataclass(slots=True)
@@ -446,8 +465,11 @@ class RouteCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def prune(self, live: set[int]) -> None:
+    def prune(self, live: set[int], configs: set[str]) -> None:
+        """Keep only the routes and route configurations still served."""
         self.entries = {k: v for k, v in self.entries.items() if k in live}
+        self.vhosts = {k: v for k, v in self.vhosts.items() if k in configs}
+        self.layouts = {k: v for k, v in self.layouts.items() if k in configs}
 
     def _hit(self, route: Route) -> tuple[Route, bytes | None, bytes | None, bool]:
         hit = self.entries.get(id(route))
