@@ -89,6 +89,9 @@ class Settings:
     drain_timeout: float = 120.0  # churn: longest wait for the last edits after the minute
     seed: int = 5
     quick: bool = False
+    # "host": one RouteConfiguration per host (scoped RDS), what a table this size should use;
+    # "off": one table per entry point (the default of `switchman serve`), for comparison.
+    route_scopes: str = "host"
 
 
 QUICK: dict[str, Any] = {
@@ -830,12 +833,14 @@ class Stack:
     files: int
 
 
-def start_stack(root: Path, n_routes: int, backend_ports: Sequence[int], cleanup: Any) -> Stack:
+def start_stack(
+    root: Path, n_routes: int, backend_ports: Sequence[int], cleanup: Any, route_scopes: str
+) -> Stack:
     config = root / "config"
     tree = RouteTree(config, n_routes, backend_ports)
     files = tree.write_all()
     web = free_port()
-    cp = ControlPlane(config, root, {"web": web})
+    cp = ControlPlane(config, root, {"web": web}, extra_args=["--route-scopes", route_scopes])
     cleanup.callback(cp.stop)
     try:
         cp.start(timeout=120)
@@ -1162,7 +1167,11 @@ def run(settings: Settings) -> Results:
         if settings.edits > 0 and settings.protocols:
             with contextlib.ExitStack() as stack_cleanup:
                 stack = start_stack(
-                    wd / "sequential", settings.routes, backends.ports, stack_cleanup
+                    wd / "sequential",
+                    settings.routes,
+                    backends.ports,
+                    stack_cleanup,
+                    settings.route_scopes,
                 )
                 results.files["sequential"] = stack.files
                 for protocol in settings.protocols:
@@ -1178,7 +1187,11 @@ def run(settings: Settings) -> Results:
         if settings.churn_seconds > 0:
             with contextlib.ExitStack() as stack_cleanup:
                 stack = start_stack(
-                    wd / "churn", settings.churn_routes, backends.ports, stack_cleanup
+                    wd / "churn",
+                    settings.churn_routes,
+                    backends.ports,
+                    stack_cleanup,
+                    settings.route_scopes,
                 )
                 results.files["churn"] = stack.files
                 print(f"churn: starting {envoys_word(settings.envoys)}", flush=True)
@@ -1563,6 +1576,11 @@ def settings_from_args(argv: list[str] | None) -> tuple[Settings, argparse.Names
     p.add_argument("--gap", type=float, help="sequential: mean pause between edits, s (0.3)")
     p.add_argument("--drain-timeout", type=float, help="churn: wait for the last edits, s (120)")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--route-scopes",
+        choices=("host", "off"),
+        help="switchman serve --route-scopes (default host: one table per host)",
+    )
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     p.add_argument("--no-plot", action="store_true", help=f"do not write {PLOT.name}")
     args = p.parse_args(argv)
@@ -1583,6 +1601,7 @@ def settings_from_args(argv: list[str] | None) -> tuple[Settings, argparse.Names
         "gap",
         "drain_timeout",
         "seed",
+        "route_scopes",
     ):
         v = getattr(args, name)
         if v is not None:

@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_v3
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 from envoy.service.status.v3 import csds_pb2 as csds_v3
@@ -334,3 +335,54 @@ def test_many_envoys_and_a_cluster_removed_then_re_added(
             e.stop()
         a.stop()
         b.stop()
+
+
+def _tables(**domains: str) -> Resources:
+    """RouteConfigurations named by the keywords, each one virtual host for the given domain."""
+    return Resources(
+        by_type={
+            ROUTE: tuple(
+                (
+                    name,
+                    route_pb2.RouteConfiguration(
+                        name=name,
+                        virtual_hosts=[
+                            route_components_pb2.VirtualHost(name="v", domains=[domain])
+                        ],
+                    ),
+                )
+                for name, domain in sorted(domains.items())
+            )
+        }
+    )
+
+
+def test_sotw_resends_only_the_route_configurations_that_changed(
+    xds: XdsServer, raw: Callable[..., RawClient]
+) -> None:
+    """RDS is not state of the world: a changed table goes alone (one host's table, with route
+    scopes); a new subscription gets every table it names."""
+    xds.publish(_tables(r1="a", r2="b", r3="c"))
+    client = raw()
+    client.send(ROUTE, ["r1", "r2", "r3"])
+    first = client.recv()
+    assert len(first.resources) == 3
+    client.ack(first, ["r1", "r2", "r3"])
+    xds.publish(_tables(r1="a", r2="b2", r3="c"))
+    second = client.recv()
+    got = [message_of_any(r) for r in second.resources]
+    assert [(m.name, m.virtual_hosts[0].domains[0]) for m in got] == [("r2", "b2")]
+    assert second.version_info != first.version_info
+    client.ack(second, ["r1", "r2", "r3"])
+    assert client.nothing(0.3)
+    # A new name: the whole subscription again (the client may have forgotten the others).
+    xds.publish(_tables(r1="a", r2="b2", r3="c", r4="d"))
+    client.send(ROUTE, ["r1", "r2", "r3", "r4"], nonce=second.nonce, version=second.version_info)
+    third = client.recv()
+    assert sorted(message_of_any(r).name for r in third.resources) == ["r1", "r2", "r3", "r4"]
+
+
+def message_of_any(packed: Any) -> route_pb2.RouteConfiguration:
+    out = route_pb2.RouteConfiguration()
+    packed.Unpack(out)
+    return out

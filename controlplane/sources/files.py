@@ -365,7 +365,7 @@ class FileSource:
             self.directory,
             stop_event=stop,
             debounce=self.debounce_ms,
-            step=10,
+            step=2,  # ms between looks for more changes: the watch adds about this much latency
             recursive=True,
             watch_filter=None,
             force_polling=os.environ.get("SWITCHMAN_FORCE_POLLING") == "1",

@@ -56,7 +56,15 @@ from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
 from controlplane.metrics import Metrics
 from controlplane.xds.cache import Prepared, Snapshot, SnapshotCache, TypeSnapshot
-from translators.envoy import CLUSTER, ENDPOINT, LISTENER, ROUTING_TYPES, SCOPED_ROUTE, TYPE_ORDER
+from translators.envoy import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    ROUTING_TYPES,
+    SCOPED_ROUTE,
+    TYPE_ORDER,
+)
 from translators.groups import DEFAULT_GROUP
 
 log = logging.getLogger("switchman.xds")
@@ -463,22 +471,33 @@ class SotwStream(StreamBase):
             return None
         if type_url == CLUSTER:
             self._sent_clusters = chosen
+        # RouteConfigurations are not state of the world (xDS protocol, "Grouping Resources into
+        # Responses"): once the client holds a set of names, send only those that changed. With
+        # one table per host (route scopes) an edit then re-sends one host, not all of them.
+        held = state.sent_resources
+        partial = (
+            type_url == ROUTE
+            and not state.force
+            and state.sent_version is not None
+            and held.keys() == chosen.keys()
+        )
 
         def build() -> bytes:
+            names = sorted(chosen)
+            if partial:
+                names = [n for n in names if held[n] is not chosen[n]]
             return bytes(
                 discovery_v3.DiscoveryResponse(
                     version_info=version,
                     type_url=type_url,
-                    resources=[chosen[n].packed for n in sorted(chosen)],
+                    resources=[chosen[n].packed for n in names],
                 ).SerializeToString()
             )
 
-        # The version names the content, except with retained clusters (a per-stream set).
-        body = (
-            build()
-            if retained
-            else self.bodies.get(self.group, snapshot, (type_url, version), build)
-        )
+        # The version names the content, except with retained clusters (a per-stream set); a
+        # partial response also depends on the version the stream holds.
+        key = (type_url, version, state.sent_version if partial else None)
+        body = build() if retained else self.bodies.get(self.group, snapshot, key, build)
         nonce = str(next(self._nonce))
         resp = body + nonce_field(nonce)
         state.sent_version = version
