@@ -26,6 +26,7 @@ from translators.ingressroute import IngressRouteTranslator
 from translators.ir import Cluster, Route, Translation
 from translators.models import Resource
 from translators.options import Options
+from translators.scopes import unscopable
 from translators.service import ServiceResolver
 from translators.translate import (
     Present,
@@ -147,6 +148,11 @@ class IncrementalTranslator:
                 error_pages=self._features["error_pages"] > 0,
                 tls=self._features["tls"] > 0,
                 policies=self._features["policies"] > 0,
+                unscopable=frozenset(
+                    k.removeprefix("unscopable:")
+                    for k, n in self._features.items()
+                    if n > 0 and k.startswith("unscopable:")
+                ),
             ),
         )
         return world, world_diags, translation
@@ -236,6 +242,8 @@ class IncrementalTranslator:
         error_pages, tls = route_features(route)
         self._features["error_pages"] += delta * error_pages
         self._features["tls"] += delta * tls
+        if unscopable(route):
+            self._features[f"unscopable:{route.entrypoint}"] += delta
 
     def _count_slots(self, route: Route, delta: int) -> None:
         for kind, n in filter_uses(route).items():

@@ -46,6 +46,8 @@ class Present:
     error_pages: bool = True  # an errors middleware with a service
     tls: bool = True  # a route with tls
     policies: bool = True  # a cluster with a circuitBreaker/inFlightReq policy
+    # The entry points with a route that cannot be scoped (None: not counted, look).
+    unscopable: frozenset[str] | None = None
 
 
 def route_features(route: Route) -> tuple[bool, bool]:
@@ -89,7 +91,14 @@ def assemble(
             elif not tables:
                 diags.append(unscoped_warning(ep.name, None, "its name has ':', '|', '%' or '/'"))
             else:
-                blocker = scope_blocker(r for r in routes if r.entrypoint == ep.name)
+                look = (
+                    present.unscopable is None
+                    or ep.name in present.unscopable
+                    or any(r.entrypoint == ep.name for r in internal)
+                )
+                blocker = (
+                    scope_blocker(r for r in routes if r.entrypoint == ep.name) if look else None
+                )
                 scoped = blocker is None
                 if blocker is not None:
                     diags.append(unscoped_warning(ep.name, blocker))

@@ -45,6 +45,10 @@ class TypeSnapshot:
     source: tuple[tuple[str, Any], ...] = ()
     digest: int = 0  # the version as a number: the sum of the resources' digests
     size: int = 0  # serialized bytes of every resource
+    # Made from the TypeSnapshot of version ``base`` by replacing ``changed`` (same names, in
+    # the same places): what a stream that has seen ``base`` needs to look at, and no more.
+    base: str | None = None
+    changed: tuple[str, ...] = ()
 
     def subset_version(self, names: Iterable[str]) -> str:
         h = hashlib.sha256()
@@ -101,7 +105,12 @@ def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Sna
 
 
 def _type_snapshot(
-    prepared: dict[str, Prepared], acc: int, size: int, entries: tuple[tuple[str, Any], ...]
+    prepared: dict[str, Prepared],
+    acc: int,
+    size: int,
+    entries: tuple[tuple[str, Any], ...],
+    base: str | None = None,
+    changed: tuple[str, ...] = (),
 ) -> TypeSnapshot:
     return TypeSnapshot(
         resources=MappingProxyType(prepared),
@@ -109,6 +118,8 @@ def _type_snapshot(
         source=entries,
         digest=acc,
         size=size,
+        base=base,
+        changed=changed,
     )
 
 
@@ -134,14 +145,17 @@ def _spliced(
         return None
     prepared = dict(prev_type.resources)
     acc, size = prev_type.digest, prev_type.size
+    replaced = []
     for k in changed:
         name, message = entries[k]
         before = prepared[name]
         after = _prepare(name, message, before)
+        if after is not before:
+            replaced.append(name)
         prepared[name] = after
         acc = (acc - before.digest + after.digest) & _MASK
         size += len(after.packed.value) - len(before.packed.value)
-    return _type_snapshot(prepared, acc, size, entries)
+    return _type_snapshot(prepared, acc, size, entries, prev_type.version, tuple(replaced))
 
 
 def snapshot_bytes(snapshot: Snapshot) -> int:

@@ -15,8 +15,10 @@ for a name subscribed explicitly that does not exist, at once (R13). Points that
   update is unacknowledged (bounded), and clusters are removed only once the listeners and routes
   of the current snapshot are acknowledged.
 - One update per type in flight at a time, like a SotW watch.
-- A type is looked at again only when its request state changed or the snapshot did (``dirty``,
-  ``seen``): a stream woken for a Route change does not rescan its thousand endpoints.
+- A type is looked at again only when its request state changed or the snapshot did (``full``,
+  ``pending``, ``seen``): a stream woken for a Route change does not rescan its thousand
+  endpoints, a snapshot spliced from the one it last saw is looked at by its changed names, and
+  a newly subscribed name is looked at alone.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ class DeltaTypeState:
     holding: dict[str, Prepared] = field(default_factory=dict)
     acked: str | None = None
     last_nack: str = ""
-    dirty: bool = True  # a request changed what is due since the type was last looked at
+    # Since the type was last looked at: everything may be due (``full``), or only the names in
+    # ``pending`` (newly subscribed) and in ``force``, besides what the snapshot changed.
+    full: bool = True
+    pending: set[str] = field(default_factory=set)
     # The type's version (a digest of every name and version) when it was last looked at: the
     # same version is the same content, even in a new snapshot.
     seen: str | None = None
@@ -78,7 +83,6 @@ class DeltaStream(StreamBase):
             return
         t = short_type(req.type_url)
         st = self.states.setdefault(req.type_url, DeltaTypeState())
-        st.dirty = True
         if req.response_nonce and req.response_nonce == st.sent_nonce and st.in_flight:
             st.in_flight = False
             if req.HasField("error_detail"):
@@ -96,7 +100,6 @@ class DeltaStream(StreamBase):
                     # Envoy does not announce (the wildcard is subscribed already) and which gets
                     # nothing until a scope changes: send them all again.
                     scopes.force.update(scopes.holding)
-                    scopes.dirty = True
                 self.metrics.acks.labels(type=t).inc()
                 self.metrics.push_latency.labels(type=t).observe(max(0.0, now - st.sent_at))
                 if self.status:
@@ -104,6 +107,8 @@ class DeltaStream(StreamBase):
                     self.status.holdings[req.type_url] = st.holding
                     self.status.rejected.pop(req.type_url, None)
         first = not st.started
+        if first:
+            st.full = True
         st.started = True
         if first:
             st.initial = dict(req.initial_resource_versions)
@@ -115,8 +120,10 @@ class DeltaStream(StreamBase):
         for name in req.resource_names_subscribe:
             if name == "*":
                 st.wildcard = True
+                st.full = True
                 continue
             subscribed.add(name)
+            st.pending.add(name)
             st.told_absent.discard(name)
             if not first:
                 st.force.add(name)
@@ -126,6 +133,7 @@ class DeltaStream(StreamBase):
                 # The client forgets what it held through the wildcard: a later "*" (a watch
                 # made again, say a listener that uses scoped routes once more) gets it all again.
                 st.wildcard = False
+                st.full = True
                 keep = subscribed
                 st.holding = {n: p for n, p in st.holding.items() if n in keep}
                 st.initial = {n: v for n, v in st.initial.items() if n in keep}
@@ -187,29 +195,49 @@ class DeltaStream(StreamBase):
         self, type_url: str, st: DeltaTypeState, snapshot: Snapshot, now: float
     ) -> bytes | None:
         ts = snapshot.get(type_url)
-        if not st.dirty and st.seen == ts.version:
+        if not st.full and not st.pending and not st.force and st.seen == ts.version:
             return None  # nothing asked for and nothing changed since the last look
-        st.seen = ts.version
-        st.dirty = False
         have = ts.resources
-        wanted = [name for name in have if st.wildcard or name in st.subscribed]
-        send = [n for n in sorted(wanted) if _held(st, n) != have[n].version or n in st.force]
-        removed = sorted(
-            n
-            for n in {*st.holding, *st.initial}
-            if n not in have and (st.wildcard or n in st.subscribed)
-        )
-        absent = sorted(
-            n
-            for n in st.subscribed
-            if n not in have
-            and n not in st.holding
-            and n not in st.initial
-            and n not in st.told_absent
-        )
+        if not st.full and st.seen is not None and (st.seen == ts.version or st.seen == ts.base):
+            # What this stream last looked at, maybe with a few resources replaced (no name
+            # came or went): only those, new subscriptions and forced names can be due.
+            look = {*st.pending, *st.force}
+            if st.seen != ts.version:
+                look.update(ts.changed)
+            wanted = [n for n in look if n in have and (st.wildcard or n in st.subscribed)]
+            send = [n for n in sorted(wanted) if _held(st, n) != have[n].version or n in st.force]
+            removed = []
+            absent = sorted(
+                n
+                for n in st.pending
+                if n not in have
+                and n in st.subscribed
+                and n not in st.holding
+                and n not in st.initial
+                and n not in st.told_absent
+            )
+        else:
+            wanted = [name for name in have if st.wildcard or name in st.subscribed]
+            send = [n for n in sorted(wanted) if _held(st, n) != have[n].version or n in st.force]
+            removed = sorted(
+                n
+                for n in {*st.holding, *st.initial}
+                if n not in have and (st.wildcard or n in st.subscribed)
+            )
+            absent = sorted(
+                n
+                for n in st.subscribed
+                if n not in have
+                and n not in st.holding
+                and n not in st.initial
+                and n not in st.told_absent
+            )
+        st.seen = ts.version
+        st.full = False
+        st.pending = set()
         if type_url == CLUSTER and removed and not self._settled(snapshot):
             removed = []  # make-before-break: clusters go once the new routes are in place
-            st.dirty = True  # look again when the routes are acknowledged
+            st.full = True  # look again when the routes are acknowledged
         if not send and not removed and not absent:
             return None
         gone = [*removed, *absent]

@@ -223,6 +223,9 @@ def changed_names(old: Snapshot | None, new: Snapshot) -> dict[str, frozenset[st
             continue
         if before.version == now.version:
             continue
+        if now.base == before.version:
+            out[type_url] = frozenset(now.changed)  # spliced from it: only these changed
+            continue
         prev = before.resources
         names = {n for n, p in now.resources.items() if prev.get(n) is not p}
         names.update(n for n in prev if n not in now.resources)

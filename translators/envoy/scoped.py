@@ -13,7 +13,6 @@ scopes (the SRDS resources) is rebuilt only when the set of hosts changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,8 @@ class ScopedTables:
     positions: dict[str, list[int]] = field(default_factory=dict)  # host → indexes in routes
     tables: dict[str, tuple[tuple[Route, ...], Any]] = field(default_factory=dict)
     scopes: Entries = ()  # the SRDS resources, by name
+    # Each host's two SRDS resources, kept so that a host coming or going builds only its own.
+    host_scopes: dict[str, Entries] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)  # hosts whose table the last update rebuilt
     hosts_changed: bool = True  # the last update added or removed a host
 
@@ -86,16 +87,18 @@ def update_tables(
     if regroup:
         state.hosts_changed = tables.keys() != state.tables.keys()
         if state.hosts_changed or not state.scopes:
-            state.scopes = _scopes(route_config, tables)
+            state.host_scopes = {
+                h: state.host_scopes.get(h) or _host_scopes(route_config, h) for h in tables
+            }
+            state.scopes = tuple(
+                sorted((s for h in tables for s in state.host_scopes[h]), key=lambda kv: kv[0])
+            )
         state.changed = {h for h in tables if tables[h] is not state.tables.get(h)}
     else:
         state.hosts_changed = False
     state.tables = tables
 
 
-def _scopes(route_config: str, hosts: Iterable[str]) -> Entries:
-    out = []
-    for host in hosts:
-        table, key = scope_table(route_config, host), scope_key(route_config, host)
-        out += [_scope(table, table, key), _scope(f"{table}.", table, f"{key}.")]
-    return tuple(sorted(out, key=lambda kv: kv[0]))
+def _host_scopes(route_config: str, host: str) -> Entries:
+    table, key = scope_table(route_config, host), scope_key(route_config, host)
+    return (_scope(table, table, key), _scope(f"{table}.", table, f"{key}."))
