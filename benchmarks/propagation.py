@@ -1380,6 +1380,14 @@ def report_body(res: Results, plot: Path | None) -> str:
     cmd_opts = command_line(s)
     img = f"\n![propagation latency](img/{plot.name})\n" if plot else ""
     protocols = ", then ".join(f"`--xds-protocol {p}`" for p in s.protocols)
+    layout = (
+        "`switchman serve --route-scopes host`: one RouteConfiguration per host behind scoped\n"
+        "RDS, so an edit re-sends one host's table to each Envoy, which rebuilds only that one."
+        if s.route_scopes == "host"
+        else "`--route-scopes off`: RDS carries one RouteConfiguration per entry point holding\n"
+        "every virtual host, so each edit re-sends the whole table to every Envoy and every "
+        "Envoy\nrebuilds it."
+    )
     return f"""## Propagation: from a file edit to real Envoys serving it
 
 {machine_line()} Total run {res.elapsed:.0f}s.
@@ -1411,9 +1419,8 @@ to its neighbours), pausing {s.steady_interval * 1000:g} ms between requests.
 
 {main_table}
 {img}
-Where the time goes. RDS carries one RouteConfiguration per entry point holding every virtual
-host, so each edit re-sends the whole table to every Envoy and every Envoy rebuilds it, under
-Delta xDS as under SotW (the last column is what that costs Envoy). The control plane's own
+Where the time goes. {layout}
+(The last column is what applying RDS costs each Envoy.) The control plane's own
 account over the measured edits (`/metrics` deltas: `switchman_translation_seconds`,
 `switchman_xds_push_ack_seconds`; histogram quantiles are bucket upper bounds), and, for
 sequential edits, the time from the rename to the control plane's `published snapshot` log line

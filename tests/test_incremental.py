@@ -214,6 +214,9 @@ def _check_steps(
         assert got.ir == want.ir, f"seed {seed} step {step}: IR differs"
         res_i = build_resources(got.ir, backend)
         res_f = build_resources(want.ir)
+        for type_url, entries in res_i.by_type.items():
+            names = [n for n, _ in entries]
+            assert names == sorted(names) == [n for n, _ in res_f.by_type[type_url]], type_url
         snapshot = make_snapshot(res_i, snapshot)
         fresh = make_snapshot(res_f)
         for type_url, ts in fresh.types.items():

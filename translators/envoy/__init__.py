@@ -85,7 +85,7 @@ class BackendCache:
     # ScopedRoute types as last built, with each route configuration's place in the former.
     scoped: dict[str, ScopedTables] = field(default_factory=dict)
     route_type: Entries = ()
-    route_pos: dict[str, int] = field(default_factory=dict)
+    route_names: list[str] = field(default_factory=list)  # route_type's names, in order
     scope_type: Entries = ()
 
 
@@ -146,29 +146,46 @@ def _route_type(
     plain: dict[str, tuple[tuple[Route, ...], Any]],
     scoped: dict[str, ScopedTables],
 ) -> Entries:
-    """Every RouteConfiguration by name: the entry points' own, and each scoped host's. When no
-    name comes or goes, the previous tuple with the rebuilt ones put in place (or the very same
-    tuple when nothing was rebuilt); the ScopedRoute type likewise."""
-    same_names = (
-        bool(cache.route_type)
+    """Every RouteConfiguration by name: the entry points' own, and each scoped host's. The
+    previous tuple with the rebuilt ones put in place and the few hosts that came or went
+    inserted or deleted (bisect on the sorted names), or the very same tuple when nothing was
+    rebuilt; sorted again only when many names changed. The ScopedRoute type likewise."""
+    moved = sum(len(st.added) + len(st.removed) for st in scoped.values())
+    same_sets = (
+        bool(cache.route_names)
         and plain.keys() == cache.route_inputs.keys()
         and scoped.keys() == cache.scoped.keys()
-        and not any(st.hosts_changed for st in scoped.values())
     )
-    if same_names:
-        entries = list(cache.route_type)
-        pos = cache.route_pos
+    if same_sets and moved <= 64:
+        names, entries = cache.route_names, list(cache.route_type)
         touched = False
+
+        def put(name: str, table: Any) -> None:
+            k = bisect.bisect_left(names, name)
+            entries[k] = (name, table)
+
         for name, (_, encoded) in plain.items():
-            k = pos[name]
+            k = bisect.bisect_left(names, name)
             if entries[k][1] is not encoded:
                 entries[k], touched = (name, encoded), True
+        if moved:
+            names = list(names)
+            for rc, st in scoped.items():
+                for host in st.removed:
+                    k = bisect.bisect_left(names, scope_table(rc, host))
+                    del names[k], entries[k]
+                for host in st.added:
+                    name = scope_table(rc, host)
+                    k = bisect.bisect_left(names, name)
+                    names.insert(k, name)
+                    entries.insert(k, (name, st.tables[host][1]))
+            touched = True
         for rc, st in scoped.items():
             for host in st.changed:
-                name = scope_table(rc, host)
-                entries[pos[name]], touched = (name, st.tables[host][1]), True
+                put(scope_table(rc, host), st.tables[host][1])
+                touched = True
         if touched:
-            cache.route_type = tuple(entries)
+            cache.route_names, cache.route_type = names, tuple(entries)
     else:
         cache.route_type = _by_name(
             [
@@ -180,10 +197,12 @@ def _route_type(
                 ),
             ]
         )
-        cache.route_pos = {n: k for k, (n, _) in enumerate(cache.route_type)}
-        scope_type = _by_name(s for st in scoped.values() for s in st.scopes)
-        if scope_type != cache.scope_type:
-            cache.scope_type = scope_type
+        cache.route_names = [n for n, _ in cache.route_type]
+    if not same_sets or moved:
+        if len(scoped) == 1:
+            cache.scope_type = next(iter(scoped.values())).scopes
+        else:
+            cache.scope_type = _by_name(s for st in scoped.values() for s in st.scopes)
     return cache.route_type
 
 

@@ -13,6 +13,7 @@ scopes (the SRDS resources) is rebuilt only when the set of hosts changes.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +35,13 @@ class ScopedTables:
     positions: dict[str, list[int]] = field(default_factory=dict)  # host → indexes in routes
     tables: dict[str, tuple[tuple[Route, ...], Any]] = field(default_factory=dict)
     scopes: Entries = ()  # the SRDS resources, by name
+    scope_names: list[str] = field(default_factory=list)  # their names, in the same order
     # Each host's two SRDS resources, kept so that a host coming or going builds only its own.
     host_scopes: dict[str, Entries] = field(default_factory=dict)
-    changed: set[str] = field(default_factory=set)  # hosts whose table the last update rebuilt
-    hosts_changed: bool = True  # the last update added or removed a host
+    # What the last update did: hosts whose table it rebuilt, hosts it added and removed.
+    changed: set[str] = field(default_factory=set)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 def _scope(name: str, table: str, key: str) -> tuple[str, srds_v3.ScopedRouteConfiguration]:
@@ -50,13 +54,20 @@ def _scope(name: str, table: str, key: str) -> tuple[str, srds_v3.ScopedRouteCon
     )
 
 
-def _group(routes: tuple[Route, ...]) -> dict[str, list[int]]:
+def _group(routes: tuple[Route, ...]) -> tuple[dict[str, list[int]], dict[str, list[Route]]]:
+    """Per host, where its routes are and the routes themselves, in order."""
     positions: dict[str, list[int]] = {}
+    members: dict[str, list[Route]] = {}
     for i, r in enumerate(routes):
         host = r.match.exact_host
         assert host is not None  # the front end scopes an entry point only then
-        positions.setdefault(host, []).append(i)
-    return positions
+        mine = positions.get(host)
+        if mine is None:
+            positions[host], members[host] = [i], [r]
+        else:
+            mine.append(i)
+            members[host].append(r)
+    return positions, members
 
 
 def update_tables(
@@ -64,39 +75,67 @@ def update_tables(
 ) -> None:
     """Bring ``state`` to ``routes`` (the entry point's, in priority order)."""
     prev = state.routes
-    regroup = True
-    hosts: set[str] | None = None
     if prev and len(prev) == len(routes):
         changed = changed_positions(prev, routes)
         if all(routes[i].match.exact_host == prev[i].match.exact_host for i in changed):
-            regroup = False
-            hosts = {h for i in changed if (h := routes[i].match.exact_host) is not None}
-    if regroup:
-        state.positions = _group(routes)
+            # The same routes in the same places, some replaced: regroup only their hosts.
+            state.routes = routes
+            state.changed = set()
+            state.added, state.removed = [], []
+            for host in {h for i in changed if (h := routes[i].match.exact_host) is not None}:
+                mine = tuple(routes[i] for i in state.positions[host])
+                if state.tables[host][0] != mine:
+                    table = build_scope_table(scope_table(route_config, host), mine, cache)
+                    state.tables[host] = (mine, table)
+                    state.changed.add(host)
+            return
+    state.positions, members = _group(routes)
     state.routes = routes
-    tables = state.tables if not regroup else {}
+    tables: dict[str, tuple[tuple[Route, ...], Any]] = {}
     state.changed = set()
-    for host in hosts if hosts is not None else state.positions:
-        mine = tuple(routes[i] for i in state.positions[host])
+    for host, group in members.items():
+        mine = tuple(group)
         known = state.tables.get(host)
         if known is None or known[0] != mine:
-            name = scope_table(route_config, host)
-            known = (mine, build_scope_table(name, mine, cache))
+            known = (mine, build_scope_table(scope_table(route_config, host), mine, cache))
             state.changed.add(host)
         tables[host] = known
-    if regroup:
-        state.hosts_changed = tables.keys() != state.tables.keys()
-        if state.hosts_changed or not state.scopes:
-            state.host_scopes = {
-                h: state.host_scopes.get(h) or _host_scopes(route_config, h) for h in tables
-            }
-            state.scopes = tuple(
-                sorted((s for h in tables for s in state.host_scopes[h]), key=lambda kv: kv[0])
-            )
-        state.changed = {h for h in tables if tables[h] is not state.tables.get(h)}
-    else:
-        state.hosts_changed = False
+    state.added = [h for h in tables if h not in state.tables]
+    state.removed = [h for h in state.tables if h not in tables]
+    state.changed.difference_update(state.added)
+    _update_scopes(state, route_config)
     state.tables = tables
+
+
+def _update_scopes(state: ScopedTables, route_config: str) -> None:
+    """The SRDS resources after hosts came and went: a few put in place or taken out of the
+    sorted list (bisect), not the whole list sorted again."""
+    if not state.added and not state.removed and state.scope_names:
+        return
+    if len(state.added) + len(state.removed) > 64:
+        for host in state.added:
+            state.host_scopes[host] = _host_scopes(route_config, host)
+        for host in state.removed:
+            state.host_scopes.pop(host, None)
+        entries = sorted(
+            (s for scopes in state.host_scopes.values() for s in scopes), key=lambda kv: kv[0]
+        )
+        state.scope_names, state.scopes = [n for n, _ in entries], tuple(entries)
+        return
+    names, entries = list(state.scope_names), list(state.scopes)
+    for host in state.removed:
+        for name, _ in state.host_scopes.pop(host, ()):
+            k = bisect.bisect_left(names, name)
+            if k < len(names) and names[k] == name:
+                del names[k], entries[k]
+    for host in state.added:
+        scopes = state.host_scopes.get(host) or _host_scopes(route_config, host)
+        state.host_scopes[host] = scopes
+        for scope in scopes:
+            k = bisect.bisect_left(names, scope[0])
+            names.insert(k, scope[0])
+            entries.insert(k, scope)
+    state.scope_names, state.scopes = names, tuple(entries)
 
 
 def _host_scopes(route_config: str, host: str) -> Entries:
