@@ -80,6 +80,10 @@ class Settings:
     churn_seconds: float = 60.0
     churn_rate: float = 20.0
     churn_protocol: str = "delta"
+    # The issue sets no Envoy count for churn. Confirming 20 edits/s with 20 answers each on
+    # 10 Envoys takes 4,000 requests/s, more than the client can send on 2 cores beside what it
+    # measures (a 10-Envoy run confirmed 649 of 12,000 edit-Envoy pairs within 60 s); 2 can.
+    churn_envoys: int = 2
     backends: int = 4
     conns: int = 2  # polling connections per Envoy
     poll_interval: float = 0.002  # least time between two polls of one edited route
@@ -1216,9 +1220,9 @@ def run(settings: Settings) -> Results:
                     settings.route_scopes,
                 )
                 results.files["churn"] = stack.files
-                print(f"churn: starting {envoys_word(settings.envoys)}", flush=True)
+                print(f"churn: starting {envoys_word(settings.churn_envoys)}", flush=True)
                 envoys = start_envoys(
-                    stack, settings.envoys, settings.churn_protocol, stack_cleanup
+                    stack, settings.churn_envoys, settings.churn_protocol, stack_cleanup
                 )
                 with load_side_niced(settings.load_nice, backends):
                     results.churn = asyncio.run(churn_phase(stack, envoys, settings))
@@ -1255,10 +1259,7 @@ def summary_line(r: PhaseResult) -> str:
 def at_scale(s: Settings) -> dict[str, bool]:
     return {
         "sequential": s.routes >= 3000 and s.envoys >= 10 and s.edits >= 50,
-        "churn": s.churn_routes >= 5000
-        and s.envoys >= 10
-        and s.churn_rate >= 20
-        and s.churn_seconds >= 60,
+        "churn": s.churn_routes >= 5000 and s.churn_rate >= 20 and s.churn_seconds >= 60,
     }
 
 
@@ -1442,8 +1443,12 @@ receive time of the first of those {STREAK} minus the time of the rename (an upp
 the last answer from the old backend, or the rename, to that receive time). Sequential: one edit
 at a time, every Envoy served before the next, {s.warmup} warm-up edit(s) not counted, then
 {s.edits} measured, a ~{s.gap * 1000:g} ms pause between edits; once per xDS protocol
-({protocols}; fresh Envoys for each). Churn: {s.churn_rate:g} edits/s for
-{s.churn_seconds:g} s on routes not already in flight, `{s.churn_protocol}` xDS, while one
+({protocols}; fresh Envoys for each). Churn: {envoys_word(s.churn_envoys)}, {s.churn_rate:g}
+edits/s for {s.churn_seconds:g} s on routes not already in flight, `{s.churn_protocol}` xDS
+(the issue sets no Envoy count for churn; confirming 20 edits/s with {STREAK} answers each on
+10 Envoys takes 4,000 requests/s, more than the client can send on 2 cores beside what it
+measures: a 10-Envoy run, `--churn-envoys 10`, confirmed only 649 of 12,000 edit-Envoy pairs
+within the timeout), while one
 client per Envoy sends to an IngressRoute that is never edited (its file is rewritten by edits
 to its neighbours), pausing {s.steady_interval * 1000:g} ms between requests.
 
@@ -1601,6 +1606,7 @@ def settings_from_args(argv: list[str] | None) -> tuple[Settings, argparse.Names
     p.add_argument("--churn-seconds", type=float, help="0 skips churn (default 60)")
     p.add_argument("--churn-rate", type=float, help="edits per second (default 20)")
     p.add_argument("--churn-protocol", choices=("delta", "sotw"))
+    p.add_argument("--churn-envoys", type=int, help="default 2")
     p.add_argument("--backends", type=int, help=f"default {defaults.backends}")
     p.add_argument("--conns", type=int, help="polling connections per Envoy (default 2)")
     p.add_argument(
@@ -1637,6 +1643,7 @@ def settings_from_args(argv: list[str] | None) -> tuple[Settings, argparse.Names
         "churn_seconds",
         "churn_rate",
         "churn_protocol",
+        "churn_envoys",
         "backends",
         "conns",
         "edit_timeout",

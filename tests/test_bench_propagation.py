@@ -47,6 +47,7 @@ def test_harness_sees_every_edit_with_no_failed_request() -> None:
         churn_routes=20,
         churn_seconds=2.0,
         churn_rate=5.0,
+        churn_envoys=1,
         backends=3,
         gap=0.05,
         edit_timeout=60.0,

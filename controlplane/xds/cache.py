@@ -50,12 +50,14 @@ class TypeSnapshot:
     base: str | None = None
     changed: tuple[str, ...] = ()
 
-    def subset_version(self, names: Iterable[str]) -> str:
-        h = hashlib.sha256()
-        for name in sorted(names):
+    def subset_digest(self, names: Iterable[str]) -> int:
+        """The version of a named subset as a number: the sum of its resources' digests, a
+        name the snapshot lacks counting as ``name=-`` (so it can be updated by difference)."""
+        acc = 0
+        for name in names:
             res = self.resources.get(name)
-            h.update(f"{name}={res.version if res else '-'};".encode())
-        return h.hexdigest()[:16]
+            acc += res.digest if res is not None else _digest(f"{name}=-")
+        return acc & DIGEST_MASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +80,15 @@ def _prepare(name: str, message: Any, previous: Prepared | None) -> Prepared:
     if previous is not None and previous.version == version:
         return previous  # same bytes: share the packed Any with the previous snapshot
     packed = any_pb2.Any(type_url=f"type.googleapis.com/{message.DESCRIPTOR.full_name}", value=data)
-    digest = int.from_bytes(hashlib.blake2b(f"{name}={version}".encode(), digest_size=8).digest())
+    digest = _digest(f"{name}={version}")
     return Prepared(name=name, version=version, packed=packed, resource=message, digest=digest)
 
 
-_MASK = (1 << 64) - 1
+DIGEST_MASK = (1 << 64) - 1
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest())
 
 
 def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Snapshot:
@@ -128,7 +134,7 @@ def _prepared(prev_type: TypeSnapshot | None, entries: tuple[tuple[str, Any], ..
     for name, message in entries:
         prev = prev_type.resources.get(name) if prev_type else None
         prepared[name] = _prepare(name, message, prev)
-    acc = sum(p.digest for p in prepared.values()) & _MASK
+    acc = sum(p.digest for p in prepared.values()) & DIGEST_MASK
     size = sum(len(p.packed.value) for p in prepared.values())
     return _type_snapshot(prepared, acc, size, entries)
 
@@ -153,7 +159,7 @@ def _spliced(
         if after is not before:
             replaced.append(name)
         prepared[name] = after
-        acc = (acc - before.digest + after.digest) & _MASK
+        acc = (acc - before.digest + after.digest) & DIGEST_MASK
         size += len(after.packed.value) - len(before.packed.value)
     return _type_snapshot(prepared, acc, size, entries, prev_type.version, tuple(replaced))
 
