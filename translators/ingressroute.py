@@ -8,6 +8,7 @@ diagnostic; the other routes are untouched.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 from translators import names, rules
@@ -32,10 +33,18 @@ from translators.middlewares.resilience import with_cluster_policy
 from translators.middlewares.traffic import BufferConfig
 from translators.models import IngressRoute
 from translators.options import Options
-from translators.rules import RuleError
+from translators.rules import RuleError, Syntax
 from translators.service import BackendError, ServiceResolver, pinned_variants
 from translators.tls import TLSError, TLSResolver
 from translators.world import Entry, World
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def compile_rule(rule: str, syntax: Syntax, limit: int, max_program_size: int) -> tuple[Match, ...]:
+    """A rule's Envoy matches, parsed and built once per distinct rule: a pure function of its
+    arguments (frozen results), and an IngressRoute translated again (its document moved in its
+    file, a service it names changed) usually has the same rules. Errors are not cached."""
+    return rule_to_matches(rules.parse_rule(rule, syntax), syntax, limit, max_program_size)
 
 
 @dataclass(slots=True)
@@ -119,9 +128,8 @@ class IngressRouteTranslator:
             ]
         syntax = route.syntax or self.options.default_rule_syntax
         try:
-            expr = rules.parse_rule(route.match, syntax)
-            matches = rule_to_matches(
-                expr,
+            matches = compile_rule(
+                route.match,
                 syntax,
                 self.options.max_rule_alternatives,
                 self.options.max_regex_program_size,
