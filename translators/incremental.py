@@ -23,7 +23,7 @@ from typing import Any
 
 from translators.errors import Diagnostic, SourceRef
 from translators.ingressroute import IngressRouteTranslator
-from translators.ir import Cluster, Route, Translation
+from translators.ir import Cluster, Route, Translation, route_order
 from translators.models import Resource
 from translators.options import Options
 from translators.scopes import unscopable
@@ -34,7 +34,6 @@ from translators.translate import (
     assemble,
     filter_uses,
     route_features,
-    route_order,
 )
 from translators.world import WORLD_FIELDS, Change, Key, World, WorldIndex
 

@@ -342,6 +342,11 @@ class Route:
     tls: RouteTLS | None = field(default=None, metadata=OMIT_DEFAULT)
 
 
+def route_order(route: Route) -> tuple[str, int, str, int, int]:
+    """Highest priority first; ties by router name, then route index, then disjunct (documented)."""
+    return (route.entrypoint, -route.priority, route.router, route.index, route.disjunct)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSChain:
     """One TLS filter chain of a listener: connections whose SNI is one of ``server_names``
@@ -379,7 +384,7 @@ class Listener:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IR:
     listeners: tuple[Listener, ...] = ()
-    # In ``translate.route_order``: by entry point, then priority (the back end relies on it).
+    # In ``route_order``: by entry point, then priority (the back end relies on it).
     routes: tuple[Route, ...] = ()
     clusters: tuple[Cluster, ...] = ()  # by name
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from translators import names
 from translators.errors import Diagnostic
 from translators.ingressroute import IngressRouteTranslator
-from translators.ir import IR, Cluster, Forward, Listener, Route, Translation
+from translators.ir import IR, Cluster, Forward, Listener, Route, Translation, route_order
 from translators.middlewares.errors import KIND as ERRORS_KIND
 from translators.middlewares.errors import error_page_clusters, error_page_routes
 from translators.middlewares.resilience import local_replies
@@ -18,11 +18,6 @@ from translators.scopes import scopable_name, scope_blocker, unscoped_warning
 from translators.service import ServiceResolver
 from translators.tls import all_certificates, tls_chains
 from translators.world import World
-
-
-def route_order(route: Route) -> tuple[str, int, str, int, int]:
-    """Highest priority first; ties by router name, then route index, then disjunct (documented)."""
-    return (route.entrypoint, -route.priority, route.router, route.index, route.disjunct)
 
 
 def translate_world(world: World, options: Options) -> Translation:

@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from translators.envoy import TYPE_ORDER, Resources
-from translators.envoy.wire import changed_positions, message_of
+from translators.envoy.wire import Move, changed_positions, message_of
 from translators.groups import DEFAULT_GROUP
 
 
@@ -102,8 +102,11 @@ def make_snapshot(resources: Resources, previous: Snapshot | None = None) -> Sna
     for type_url in TYPE_ORDER:
         prev_type = previous.types.get(type_url) if previous else None
         entries = resources.by_type.get(type_url, ())
+        move = resources.moves.get(type_url)
         if prev_type is not None and entries and prev_type.source is entries:
             types[type_url] = prev_type  # the very same input: the same resources and version
+        elif move is not None and prev_type is not None and prev_type.source is move.previous:
+            types[type_url] = _moved(prev_type, entries, move)
         else:
             types[type_url] = _spliced(prev_type, entries) or _prepared(prev_type, entries)
         overall.update(f"{type_url}={types[type_url].version};".encode())
@@ -162,6 +165,30 @@ def _spliced(
         acc = (acc - before.digest + after.digest) & DIGEST_MASK
         size += len(after.packed.value) - len(before.packed.value)
     return _type_snapshot(prepared, acc, size, entries, prev_type.version, tuple(replaced))
+
+
+def _moved(
+    prev_type: TypeSnapshot, entries: tuple[tuple[str, Any], ...], move: Move
+) -> TypeSnapshot:
+    """The previous type with the names the back end says it removed, added or replaced: a few
+    resources prepared, not thousands looked at (a host that comes or goes, with route scopes).
+    Names came or went, so streams look at the whole type (no ``base``)."""
+    prepared = dict(prev_type.resources)
+    acc, size = prev_type.digest, prev_type.size
+    for name in move.removed:
+        gone = prepared.pop(name)
+        acc -= gone.digest
+        size -= len(gone.packed.value)
+    for name, message in move.put:
+        before = prepared.get(name)
+        after = _prepare(name, message, before)
+        if before is not None:
+            acc -= before.digest
+            size -= len(before.packed.value)
+        prepared[name] = after
+        acc += after.digest
+        size += len(after.packed.value)
+    return _type_snapshot(prepared, acc & DIGEST_MASK, size, entries)
 
 
 def snapshot_bytes(snapshot: Snapshot) -> int:

@@ -30,7 +30,7 @@ from translators.envoy.listener import build_listener
 from translators.envoy.route import RouteCache, build_route_configuration
 from translators.envoy.scoped import ScopedTables, update_tables
 from translators.envoy.secret import build_secret
-from translators.envoy.wire import changed_positions
+from translators.envoy.wire import Move, changed_positions
 from translators.ir import IR, Cluster, Route, ServerCertificate
 from translators.middlewares.errors import ERROR_PAGE_HOST
 from translators.middlewares.forward_auth import forward_auth_clusters
@@ -59,6 +59,10 @@ class Resources:
     may be ``Encoded`` (bytes assembled from parts); ``wire.message_of`` gives the proto."""
 
     by_type: dict[str, tuple[tuple[str, Any], ...]]
+    # Per type, how its tuple differs from the one the previous build returned, when the back
+    # end knows it: (that tuple, names removed, names added or replaced with their messages).
+    # make_snapshot then updates the previous snapshot's type by those alone.
+    moves: dict[str, Move] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -87,6 +91,7 @@ class BackendCache:
     route_type: Entries = ()
     route_names: list[str] = field(default_factory=list)  # route_type's names, in order
     scope_type: Entries = ()
+    moves: dict[str, Move] = field(default_factory=dict)  # what the last build knew (Resources)
 
 
 Entries = tuple[tuple[str, Any], ...]
@@ -159,33 +164,38 @@ def _route_type(
     if same_sets and moved <= 64:
         names, entries = cache.route_names, list(cache.route_type)
         touched = False
-
-        def put(name: str, table: Any) -> None:
-            k = bisect.bisect_left(names, name)
-            entries[k] = (name, table)
+        previous = cache.route_type
+        removed: list[str] = []
+        put: list[tuple[str, Any]] = []
 
         for name, (_, encoded) in plain.items():
             k = bisect.bisect_left(names, name)
             if entries[k][1] is not encoded:
                 entries[k], touched = (name, encoded), True
+                put.append(entries[k])
         if moved:
             names = list(names)
             for rc, st in scoped.items():
                 for host in st.removed:
                     k = bisect.bisect_left(names, scope_table(rc, host))
+                    removed.append(names[k])
                     del names[k], entries[k]
                 for host in st.added:
                     name = scope_table(rc, host)
                     k = bisect.bisect_left(names, name)
                     names.insert(k, name)
                     entries.insert(k, (name, st.tables[host][1]))
+                    put.append(entries[k])
             touched = True
         for rc, st in scoped.items():
             for host in st.changed:
-                put(scope_table(rc, host), st.tables[host][1])
-                touched = True
+                name = scope_table(rc, host)
+                k = bisect.bisect_left(names, name)
+                entries[k], touched = (name, st.tables[host][1]), True
+                put.append(entries[k])
         if touched:
             cache.route_names, cache.route_type = names, tuple(entries)
+            cache.moves[ROUTE] = Move(previous, tuple(removed), tuple(put))
     else:
         cache.route_type = _by_name(
             [
@@ -199,8 +209,12 @@ def _route_type(
         )
         cache.route_names = [n for n, _ in cache.route_type]
     if not same_sets or moved:
+        previous = cache.scope_type
         if len(scoped) == 1:
-            cache.scope_type = next(iter(scoped.values())).scopes
+            st = next(iter(scoped.values()))
+            cache.scope_type = st.scopes
+            if st.scope_move is not None and st.scope_move.previous is previous:
+                cache.moves[SCOPED_ROUTE] = st.scope_move
         else:
             cache.scope_type = _by_name(s for st in scoped.values() for s in st.scopes)
     return cache.route_type
@@ -208,8 +222,13 @@ def _route_type(
 
 def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
     cache = cache if cache is not None else BackendCache()
+    cache.moves = {}
     # forwardAuth servers: a STRICT_DNS cluster each (no EDS), named by host and port.
-    auth_servers = forward_auth_clusters(use for r in ir.routes for use in r.filters)
+    # (Only where a listener carries that filter kind: no scan of every route otherwise.)
+    native_auth = any(k == "forward_auth_http" for lst in ir.listeners for k, _ in lst.filter_slots)
+    auth_servers = (
+        forward_auth_clusters(use for r in ir.routes for use in r.filters) if native_auth else {}
+    )
     cluster_input = (ir.clusters, tuple(auth_servers.items()))
     if cache.cluster_input != cluster_input and not _splice_clusters(cache, cluster_input):
         fresh = BackendCache()
@@ -296,5 +315,6 @@ def build_resources(ir: IR, cache: BackendCache | None = None) -> Resources:
             ROUTE: route_type,
             SCOPED_ROUTE: cache.scope_type,
             SECRET: cache.secret_type,
-        }
+        },
+        moves=cache.moves,
     )

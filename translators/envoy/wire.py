@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -74,6 +75,16 @@ class Encoded:
 def message_of(resource: Any) -> Any:
     """The proto of a resource, whether held as a message or as ``Encoded`` bytes."""
     return resource.message if isinstance(resource, Encoded) else resource
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """How a type's (name, message) tuple differs from ``previous``: names ``removed``, and
+    names added or replaced with their messages (``put``)."""
+
+    previous: tuple[tuple[str, Any], ...]
+    removed: tuple[str, ...]
+    put: tuple[tuple[str, Any], ...]
 
 
 def changed_positions(old: Sequence[Any], new: Sequence[Any]) -> list[int]:
