@@ -143,3 +143,16 @@ def test_a_hostless_route_turns_scoping_off_with_a_warning_and_no_failed_request
     assert results and all(s == 200 for s in results), (
         f"{sum(s != 200 for s in results)} of {len(results)} requests failed: {runs[:20]}"
     )
+
+
+def test_route_scopes_flag_is_checked_and_reaches_the_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from controlplane.cli import _options, build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--config-dir=x", "--route-scopes=hosts"])
+    assert "--route-scopes" in capsys.readouterr().err
+    args = build_parser().parse_args(["translate", "x", "--route-scopes", "host"])
+    assert _options(args).route_scopes == "host"
+    assert _options(build_parser().parse_args(["translate", "x"])).route_scopes == "off"
